@@ -1,0 +1,97 @@
+"""Evaluation protocols: how interactions are split into what a model learns from and what it must find.
+
+Splits work on distinct (user, item) pairs with a positive event, so that all events of one pair land
+on the same side (a view in train and the purchase of the same item in test would leak the answer).
+- stratified: per user, a seeded random 75% of pairs to train, the rest to test (Microsoft Recommenders'
+  python_stratified_split: round(0.75 × n) pairs of each user go to train).
+- last-out: each user's most recent pair is the test; users with fewer than two pairs are not tested.
+- cold-users: 20% of users are held out entirely; the model knows only their profiles.
+- cold-items: 20% of items are held out entirely; warm users must find them among the held-out items,
+  which the model knows only by their content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+PROTOCOLS = ("stratified", "last-out", "cold-users", "cold-items")
+
+
+@dataclass
+class Split:
+    protocol: str
+    #: Interaction rows the model may learn from.
+    train: pd.DataFrame
+    #: Distinct relevant (user_id, item_id) pairs to find.
+    test: pd.DataFrame
+    #: cold-items only: the held-out item ids, the candidate set.
+    candidate_items: np.ndarray | None = None
+
+
+def _pairs(frame: pd.DataFrame, positive: np.ndarray) -> pd.DataFrame:
+    """Distinct positive pairs with the time of their last event."""
+    pos = frame.loc[positive, ["user_id", "item_id", "ts"]]
+    return pos.groupby(["user_id", "item_id"], sort=False, as_index=False)["ts"].max()
+
+
+def _rows_not_in(frame: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    key = pd.MultiIndex.from_frame(frame[["user_id", "item_id"]])
+    drop = key.isin(pd.MultiIndex.from_frame(pairs[["user_id", "item_id"]]))
+    return frame.loc[~drop].reset_index(drop=True)
+
+
+def stratified(frame: pd.DataFrame, positive: np.ndarray, seed: int, ratio: float = 0.75) -> Split:
+    pairs = _pairs(frame, positive)
+    users = pd.factorize(pairs["user_id"])[0]
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(pairs)), users))
+    sorted_users = users[order]
+    counts = np.bincount(users)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    position = np.arange(len(order)) - starts[sorted_users]
+    is_test = np.zeros(len(pairs), dtype=bool)
+    is_test[order] = position >= np.round(counts[sorted_users] * ratio)
+    test = pairs.loc[is_test, ["user_id", "item_id"]].reset_index(drop=True)
+    return Split("stratified", _rows_not_in(frame, test), test)
+
+
+def last_out(frame: pd.DataFrame, positive: np.ndarray, seed: int) -> Split:
+    pairs = _pairs(frame, positive)
+    counts = pairs.groupby("user_id")["item_id"].transform("size")
+    # ties on ts are broken by a seeded shuffle, not by file order
+    rng = np.random.default_rng(seed)
+    pairs = pairs.assign(_tie=rng.random(len(pairs)))
+    last = pairs.loc[counts >= 2].sort_values(["ts", "_tie"]).groupby("user_id").tail(1)
+    test = last[["user_id", "item_id"]].reset_index(drop=True)
+    return Split("last-out", _rows_not_in(frame, test), test)
+
+
+def cold_users(frame: pd.DataFrame, positive: np.ndarray, seed: int, share: float = 0.2) -> Split:
+    users = np.sort(frame.loc[positive, "user_id"].unique())
+    rng = np.random.default_rng(seed)
+    held = rng.choice(users, size=int(round(share * len(users))), replace=False)
+    is_held = frame["user_id"].isin(held).to_numpy()
+    test = _pairs(frame, positive & is_held)[["user_id", "item_id"]]
+    return Split("cold-users", frame.loc[~is_held].reset_index(drop=True), test.reset_index(drop=True))
+
+
+def cold_items(frame: pd.DataFrame, positive: np.ndarray, seed: int, share: float = 0.2) -> Split:
+    items = np.sort(frame.loc[positive, "item_id"].unique())
+    rng = np.random.default_rng(seed)
+    held = rng.choice(items, size=int(round(share * len(items))), replace=False)
+    is_held = frame["item_id"].isin(held).to_numpy()
+    train = frame.loc[~is_held].reset_index(drop=True)
+    test = _pairs(frame, positive & is_held)[["user_id", "item_id"]]
+    test = test[test["user_id"].isin(train["user_id"])].reset_index(drop=True)
+    return Split("cold-items", train, test, candidate_items=held)
+
+
+def make_split(protocol: str, frame: pd.DataFrame, positive: np.ndarray, seed: int) -> Split:
+    """Split interactions by `protocol` (one of PROTOCOLS)."""
+    makers = {"stratified": stratified, "last-out": last_out, "cold-users": cold_users, "cold-items": cold_items}
+    if protocol not in makers:
+        raise ValueError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
+    return makers[protocol](frame, positive, seed)

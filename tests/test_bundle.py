@@ -1,0 +1,96 @@
+"""Bundles appear atomically, are verified against their sha256, and publish/rollback move `current`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from recsys import bundle
+from recsys.bundle import BundleError, BundleWriter
+
+
+def make_version(artifacts, app="shop", value=1.0) -> str:
+    with BundleWriter(artifacts, app) as writer:
+        writer.save_array("weights", np.full(3, value, dtype=np.float32))
+        writer.save_json("ids", ["a", "商品"])
+        writer.commit(data_fingerprint="abc", config={"k": 1}, metrics={"ndcg@10": 0.5})
+    return writer.version
+
+
+def test_written_bundle_verifies_and_loads(tmp_path):
+    version = make_version(tmp_path)
+    loaded = bundle.verify(tmp_path / "shop" / version)
+    assert loaded.array("weights").tolist() == [1.0, 1.0, 1.0]
+    assert loaded.json("ids") == ["a", "商品"]
+    manifest = loaded.manifest
+    assert manifest["version"] == version and manifest["data_fingerprint"] == "abc"
+    assert set(manifest["files"]) == {"weights.npy", "ids.json"}
+    assert all(len(meta["sha256"]) == 64 for meta in manifest["files"].values())
+
+
+def test_interrupted_write_leaves_no_version_and_no_staging(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with BundleWriter(tmp_path, "shop") as writer:
+            writer.save_array("weights", np.ones(3))
+            raise KeyboardInterrupt
+    assert bundle.versions(tmp_path, "shop") == []
+    assert list((tmp_path / "shop").iterdir()) == []
+    assert bundle.current_version(tmp_path, "shop") is None
+
+
+def test_object_arrays_are_refused(tmp_path):
+    with BundleWriter(tmp_path, "shop") as writer, pytest.raises(TypeError, match="pickle"):
+        writer.save_array("ids", np.array(["a", None], dtype=object))
+
+
+def test_corrupt_file_is_refused_by_verify_and_publish(tmp_path):
+    version = make_version(tmp_path)
+    weights = tmp_path / "shop" / version / "weights.npy"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x00\x40")  # last float 1.0 → 2.0
+    with pytest.raises(BundleError, match="weights.npy is corrupt"):
+        bundle.verify(tmp_path / "shop" / version)
+    with pytest.raises(BundleError, match="corrupt"):
+        bundle.publish(tmp_path, "shop", version)
+    assert bundle.current_version(tmp_path, "shop") is None
+
+
+def test_missing_file_and_bad_manifest(tmp_path):
+    version = make_version(tmp_path)
+    path = tmp_path / "shop" / version
+    (path / "ids.json").unlink()
+    with pytest.raises(BundleError, match="ids.json listed in the manifest is missing"):
+        bundle.verify(path)
+    (path / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        bundle.verify(path)
+
+
+def test_publish_and_rollback_move_current(tmp_path):
+    first = make_version(tmp_path, value=1.0)
+    second = make_version(tmp_path, value=2.0)
+    assert bundle.versions(tmp_path, "shop") == [first, second]
+    bundle.publish(tmp_path, "shop", second)
+    assert bundle.open_current(tmp_path, "shop").array("weights")[0] == 2.0
+    assert bundle.rollback(tmp_path, "shop").version == first
+    assert bundle.current_version(tmp_path, "shop") == first
+    with pytest.raises(BundleError, match="no valid version older"):
+        bundle.rollback(tmp_path, "shop")
+
+
+def test_rollback_skips_a_corrupt_older_version(tmp_path):
+    oldest = make_version(tmp_path)
+    broken = make_version(tmp_path)
+    newest = make_version(tmp_path)
+    (tmp_path / "shop" / broken / "ids.json").write_text(json.dumps(["tampered"]))
+    bundle.publish(tmp_path, "shop", newest)
+    assert bundle.rollback(tmp_path, "shop").version == oldest
+
+
+def test_unknown_version_and_bad_app_name(tmp_path):
+    make_version(tmp_path)
+    with pytest.raises(BundleError, match="has no version"):
+        bundle.publish(tmp_path, "shop", "20000101-000000-000000")
+    with pytest.raises(ValueError, match="invalid app id"):
+        BundleWriter(tmp_path, "../escape")
