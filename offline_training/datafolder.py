@@ -145,11 +145,19 @@ def _parser_error_line(message: str) -> int | None:
 
 
 def _as_text(series: pd.Series) -> pd.Series:
-    """Cells as stripped strings; missing cells become ''."""
+    """Cells as stripped strings; missing cells become ''. Arrow-backed strings skip the slow object path."""
+    if pd.api.types.is_string_dtype(series.dtype) and series.dtype != object:
+        return series.fillna("").str.strip()
     return series.astype(object).where(series.notna(), "").astype(str).str.strip()
 
 
+def _is_number_column(raw: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype)
+
+
 def _coerce(col: Column, raw: pd.Series, rows: np.ndarray, out: _Collector) -> pd.Series:
+    if col.kind in ("int", "float", "ts") and _is_number_column(raw):
+        return _coerce_typed_number(col, raw, rows, out)  # Parquet numbers: no text round trip
     text = _as_text(raw)
     empty = (text == "").to_numpy()
     if col.required:
@@ -165,11 +173,7 @@ def _coerce(col: Column, raw: pd.Series, rows: np.ndarray, out: _Collector) -> p
         numbers = pd.to_numeric(text.where(~empty, None), errors="coerce")
         bad = numbers.isna().to_numpy() & ~empty
         out.add_rows(bad, rows, col.name, text, f"not a number ({col.kind})")
-        if col.kind == "int":
-            frac = (numbers.notna() & (numbers % 1 != 0)).to_numpy()
-            out.add_rows(frac, rows, col.name, text, "not an integer")
-        filled = numbers.fillna(col.default if col.default is not None else 0)
-        return filled.astype(np.int64 if col.kind == "int" else np.float64)
+        return _finish_number(col, numbers, rows, out, text)
     if col.kind == "bool":
         lowered = text.str.lower()
         truth = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -179,6 +183,28 @@ def _coerce(col: Column, raw: pd.Series, rows: np.ndarray, out: _Collector) -> p
     if col.kind == "ts":
         return _coerce_ts(col, text, empty, rows, out)
     raise AssertionError(f"unknown column kind {col.kind}")  # a bug in schema.py, not user input
+
+
+def _finish_number(col: Column, numbers: pd.Series, rows: np.ndarray, out: _Collector, shown: pd.Series) -> pd.Series:
+    """Integer check and defaults for a numeric column (NaN = missing)."""
+    if col.kind == "int":
+        frac = (numbers.notna() & (numbers % 1 != 0)).to_numpy()
+        out.add_rows(frac, rows, col.name, shown, "not an integer")
+    filled = numbers.fillna(col.default if col.default is not None else 0)
+    return filled.astype(np.int64 if col.kind == "int" else np.float64)
+
+
+def _coerce_typed_number(col: Column, raw: pd.Series, rows: np.ndarray, out: _Collector) -> pd.Series:
+    numbers = raw.astype(np.float64)
+    missing = numbers.isna().to_numpy()
+    if col.required:
+        out.add_rows(missing, rows, col.name, numbers, "empty value in a required column")
+    if col.kind == "ts":
+        seconds = numbers.to_numpy()
+        out.add_rows(~missing & ((seconds < 0) | (seconds > _LATEST_TS)), rows, col.name, numbers,
+                     "timestamp out of range (expected Unix seconds, not milliseconds)")
+        return pd.Series(np.nan_to_num(seconds, nan=0.0).astype(np.int64), index=raw.index)
+    return _finish_number(col, numbers, rows, out, numbers)
 
 
 def _coerce_ts(col: Column, text: pd.Series, empty: np.ndarray, rows: np.ndarray, out: _Collector) -> pd.Series:

@@ -111,7 +111,7 @@ QUERIES = Table(
     doc="Search log of the app (optional).",
     required=False,
     columns=(
-        Column("user_id", "str", True, "User id (may be empty for anonymous searches)."),
+        Column("user_id", "str", False, "User id; empty for an anonymous search.", ""),
         Column("query", "str", True, "The query as typed."),
         Column("ts", "ts", True, "When: Unix seconds or ISO 8601."),
         Column("clicked_item_id", "str", False, "Item clicked from the results, if any.", ""),
