@@ -1,0 +1,1 @@
+"""minirec: recommendation and search for merchant mini-programs."""

@@ -1,0 +1,249 @@
+"""The `minirec` command line: data, train, evaluate, models, demo.
+
+Results go to stdout (a version, a table, JSON); progress and logs go to stderr, so scripts can
+capture the result. Errors in the input print one clear message and exit with status 2
+(set MINIREC_DEBUG=1 to see the traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ARTIFACTS = os.environ.get("MINIREC_ARTIFACTS", "artifacts")
+
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="generate, import, validate data folders",
+                          description="Create and check data folders in the minirec contract (see `minirec data schema`).")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+
+    synth = dsub.add_parser("synth", help="generate a synthetic mini-program mall with known ground truth",
+                            description="Generate a realistic Chinese mini-program mall: catalog, users with latent "
+                                        "interests, platform and merchant profiles, events, search log, ground truth.")
+    synth.add_argument("--out", required=True, help="folder to write (must be empty or absent)")
+    synth.add_argument("--users", type=int, default=5000, help="number of users (default 5000)")
+    synth.add_argument("--items", type=int, default=2000, help="number of items (default 2000)")
+    synth.add_argument("--events", type=int, default=200_000, help="approximate number of events (default 200000)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same data (default 0)")
+    synth.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+    imp = dsub.add_parser("import", help="convert a public data set into a data folder",
+                          description="Convert a public data set into the minirec data folder contract.")
+    isub = imp.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    for name, what in (("movielens", "MovieLens 100K layout (u.data, u.user, u.item)"),
+                       ("amazon-unisrec", "Amazon 2018 in UniSRec preprocessing (*.text, *.inter, *2index)")):
+        p = isub.add_parser(name, help=what, description=f"Import the {what}.")
+        p.add_argument("path", help="folder of the source data set")
+        p.add_argument("--out", required=True, help="data folder to write")
+        p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+    val = dsub.add_parser("validate", help="check a data folder against the contract",
+                          description="Validate a data folder; lists every problem with file, row and column.")
+    val.add_argument("dir", help="data folder")
+    val.add_argument("--platform", help="folder with the shared platform_profiles (default: the data folder)")
+    val.add_argument("--config", help="config file (its [platform.scopes] decide which platform columns are known)")
+
+    dsub.add_parser("schema", help="print the data folder contract (tables and columns)",
+                    description="Print the data folder contract as Markdown.")
+
+
+def _add_train_commands(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train models on a data folder and write a versioned bundle",
+                           description="Validate the data folder, evaluate (protocols from the config), train ALS, the "
+                                       "LightFM hybrid, popularity and related items, write ARTIFACTS/APP/VERSION/ and "
+                                       "publish it. Prints the new version on stdout.")
+    train.add_argument("--data", required=True, help="the app's data folder")
+    train.add_argument("--out", default=DEFAULT_ARTIFACTS, help=f"artifacts folder (default {DEFAULT_ARTIFACTS!r}, "
+                                                                 "or $MINIREC_ARTIFACTS)")
+    train.add_argument("--app", required=True, help="app id (letters, digits, '_' or '-')")
+    train.add_argument("--config", help="TOML config overriding the defaults (see `minirec train --print-config`)")
+    train.add_argument("--platform", help="folder with the shared platform_profiles (default: the data folder)")
+    train.add_argument("--no-publish", action="store_true", help="write the bundle but leave `current` where it is")
+    train.add_argument("--no-eval", action="store_true", help="skip the evaluation protocols (faster; no report)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars or logs")
+    train.add_argument("--print-config", action="store_true", help="print the default config as TOML and exit")
+
+    ev = sub.add_parser("evaluate", help="evaluate the models with an offline protocol",
+                        description="Split the data by a protocol, train on one side, rank for the other, and compare "
+                                    "with popularity on the same users. Prints a table; --json writes the report.")
+    ev.add_argument("--data", required=True, help="the app's data folder")
+    ev.add_argument("--protocol", required=True, choices=["stratified", "last-out", "cold-users", "cold-items"],
+                    help="stratified: per-user random 75/25; last-out: each user's latest item; cold-users: 20%% of "
+                         "users held out (profile only); cold-items: 20%% of items held out (content only)")
+    ev.add_argument("--k", type=int, default=10, help="cut-off of the ranking metrics (default 10)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    ev.add_argument("--json", help="write the report as JSON to this file")
+    ev.add_argument("--report", help="also write a Markdown report (and a PNG chart beside it) to this file")
+    ev.add_argument("--config", help="TOML config overriding the defaults")
+    ev.add_argument("--platform", help="folder with the shared platform_profiles (default: the data folder)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    models = sub.add_parser("models", help="list, verify, publish and roll back model versions",
+                            description="Manage the versioned bundles in the artifacts folder.")
+    models.add_argument("--artifacts", default=DEFAULT_ARTIFACTS, help=f"artifacts folder (default {DEFAULT_ARTIFACTS!r})")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="COMMAND")
+    ls = msub.add_parser("list", help="versions per app, the published one marked with *")
+    ls.add_argument("app", nargs="?", help="only this app")
+    pub = msub.add_parser("publish", help="verify a version and make it the current one")
+    pub.add_argument("app")
+    pub.add_argument("version")
+    rb = msub.add_parser("rollback", help="publish the newest valid version older than the current one")
+    rb.add_argument("app")
+    ver = msub.add_parser("verify", help="check a version's files against their sha256 (default: current)")
+    ver.add_argument("app")
+    ver.add_argument("version", nargs="?")
+
+
+def _add_demo_command(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="generate the demo mall, train it and show what it recommends",
+                          description="End-to-end demo: generate a synthetic mall, train and publish the app `demo`, "
+                                      "and print its evaluation and example recommendations.")
+    demo.add_argument("--port", type=int, default=8000, help="port for the server (used once serving lands)")
+    demo.add_argument("--workdir", default="demo-work", help="folder for the demo's data and artifacts (default demo-work)")
+    demo.add_argument("--api-key", default="demo-key", help="API key of the demo app (used once serving lands)")
+    demo.add_argument("--users", type=int, default=3000, help="users in the demo mall (default 3000)")
+    demo.add_argument("--items", type=int, default=1500, help="items in the demo mall (default 1500)")
+    demo.add_argument("--events", type=int, default=150_000, help="events in the demo mall (default 150000)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minirec", description="Recommendation and search for merchants' mini-programs: data, training, "
+                                    "evaluation and model versions.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data_commands(sub)
+    _add_train_commands(sub)
+    _add_model_commands(sub)
+    _add_demo_command(sub)
+    return parser
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, ensure_ascii=False, indent=2))
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "synth":
+        from offline_training.synth import generate_mall
+        _print_json(generate_mall(args.out, users=args.users, items=args.items, events=args.events,
+                                  seed=args.seed, overwrite=args.overwrite))
+    elif args.data_command == "import":
+        from offline_training import importers
+        fn = importers.import_movielens if args.source == "movielens" else importers.import_amazon_unisrec
+        _print_json(fn(args.path, args.out, overwrite=args.overwrite))
+    elif args.data_command == "validate":
+        from offline_training.config import load_config
+        from offline_training.datafolder import load_data_folder
+        data = load_data_folder(args.dir, args.platform, load_config(args.config).scope_map())
+        print(f"ok: {len(data.items)} items, {len(data.interactions)} interactions, "
+              f"{len(data.merchant_profiles)} merchant profiles, {len(data.platform_profiles)} platform profiles, "
+              f"{0 if data.queries is None else len(data.queries)} queries")
+    else:
+        from offline_training.schema import schema_markdown
+        print(schema_markdown())
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from offline_training.config import defaults_toml
+    if args.print_config:
+        print(defaults_toml())
+        return 0
+    from offline_training.train import train
+    result = train(args.data, args.out, args.app, config=args.config, platform_dir=args.platform,
+                   publish=not args.no_publish, run_evaluation=not args.no_eval, progress=not args.quiet)
+    if not args.quiet:
+        from offline_training.report import table
+        for report in result.reports:
+            if "skipped" in report:
+                print(f"\n{report['protocol']}: skipped ({report['skipped']})", file=sys.stderr)
+            else:
+                print(f"\n{report['protocol']} ({report['n_users']} users)\n{table(report)}", file=sys.stderr)
+        state = "published" if result.published else "written (not published)"
+        print(f"\nbundle {state}: {result.path}  ({result.seconds:.1f} s, peak {result.peak_rss_mb:.0f} MB)",
+              file=sys.stderr)
+    print(result.version)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from offline_training import report as report_mod
+    from offline_training.config import load_config
+    from offline_training.datafolder import load_data_folder
+    from offline_training.evaluate import evaluate
+    if args.k < 1:
+        raise ValueError("--k must be at least 1")
+    cfg = load_config(args.config)
+    data = load_data_folder(args.data, args.platform, cfg.scope_map())
+    result = evaluate(data, cfg, args.protocol, k=args.k, seed=args.seed, progress=not args.quiet)
+    print(f"{args.protocol}: {result['n_users']} users, model = {result['model_name']}, "
+          f"baseline = {result['baseline_name']}\n{report_mod.table(result)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    if args.report:
+        report_path = Path(args.report)
+        report_path.write_text(report_mod.markdown([result], f"evaluation of {args.data}"), encoding="utf-8")
+        report_path.with_name("report.png").write_bytes(report_mod.bar_chart([result]))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from recsys import bundle
+    if args.models_command == "list":
+        names = [args.app] if args.app else bundle.apps(args.artifacts)
+        if not names:
+            print(f"no models in {args.artifacts}")
+        for app in names:
+            current = bundle.current_version(args.artifacts, app)
+            print(app)
+            for version in bundle.versions(args.artifacts, app):
+                print(f"  {'*' if version == current else ' '} {version}")
+    elif args.models_command == "publish":
+        bundle.publish(args.artifacts, args.app, args.version)
+        print(f"{args.app}: published {args.version}")
+    elif args.models_command == "rollback":
+        published = bundle.rollback(args.artifacts, args.app)
+        print(f"{args.app}: rolled back to {published.version}")
+    else:
+        version = args.version or bundle.current_version(args.artifacts, args.app)
+        if version is None:
+            raise bundle.BundleError(f"app {args.app!r} has no published version")
+        checked = bundle.verify(bundle.app_dir(args.artifacts, args.app) / version)
+        print(f"{args.app} {checked.version}: ok ({len(checked.manifest['files'])} files match their sha256)")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from minirec.demo import run_demo
+    return run_demo(Path(args.workdir), users=args.users, items=args.items, events=args.events)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `minirec` console script."""
+    args = build_parser().parse_args(argv)
+    from offline_training.config import ConfigError
+    from offline_training.datafolder import DataError
+    from recsys.bundle import BundleError
+    handlers = {"data": _cmd_data, "train": _cmd_train, "evaluate": _cmd_evaluate, "models": _cmd_models,
+                "demo": _cmd_demo}
+    try:
+        return handlers[args.command](args)
+    except (DataError, ConfigError, BundleError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        if os.environ.get("MINIREC_DEBUG"):
+            raise
+        print(f"minirec {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"minirec {args.command}: interrupted; nothing was published", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

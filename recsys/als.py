@@ -1,0 +1,83 @@
+"""Implicit-feedback ALS (the `implicit` library) for users and items seen in training.
+
+Confidences are re-weighted (BM25 by default, as implicit's own examples do) before ALS, which damps
+heavy users and very popular items. Only the factor matrices are saved; at serving time a user's
+recent items are folded into a fresh user vector with implicit's `recalculate_user`, so new events
+change the feed before the next training.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit runs its own threads; nested BLAS threads slow it down
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+from implicit.nearest_neighbours import bm25_weight, tfidf_weight
+
+from offline_training.config import ALSConfig
+from recsys.bundle import Bundle, BundleWriter
+
+
+def weight_confidences(user_items: sp.csr_matrix, cfg: ALSConfig) -> sp.csr_matrix:
+    """Apply the configured weighting (item columns are the BM25 'documents' axis), times alpha."""
+    if cfg.weighting == "bm25":
+        weighted = bm25_weight(user_items.T.tocsr(), K1=cfg.bm25_k1, B=cfg.bm25_b).T.tocsr()
+    elif cfg.weighting == "tfidf":
+        weighted = tfidf_weight(user_items.T.tocsr()).T.tocsr()
+    elif cfg.weighting == "none":
+        weighted = user_items.tocsr().copy()
+    else:
+        raise ValueError(f"unknown ALS weighting {cfg.weighting!r} (bm25, tfidf or none)")
+    weighted = weighted.astype(np.float32)
+    weighted.data *= cfg.alpha
+    return weighted
+
+
+@dataclass
+class ALSModel:
+    user_factors: np.ndarray  # [n_users, d]
+    item_factors: np.ndarray  # [n_items, d]
+    regularization: float
+    alpha: float
+
+    @classmethod
+    def fit(cls, user_items: sp.csr_matrix, cfg: ALSConfig, progress: bool = True) -> "ALSModel":
+        """Train on a users × items confidence matrix (summed event weights)."""
+        model = AlternatingLeastSquares(factors=cfg.factors, regularization=cfg.regularization, alpha=1.0,
+                                        iterations=cfg.iterations, random_state=cfg.random_state)
+        model.fit(weight_confidences(user_items, cfg), show_progress=progress)
+        return cls(np.asarray(model.user_factors, dtype=np.float32), np.asarray(model.item_factors, dtype=np.float32),
+                   cfg.regularization, cfg.alpha)
+
+    def _implicit(self) -> AlternatingLeastSquares:
+        model = AlternatingLeastSquares(factors=self.item_factors.shape[1], regularization=self.regularization, alpha=1.0)
+        model.user_factors = self.user_factors
+        model.item_factors = self.item_factors
+        return model
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        """[len(users), n_items] dot-product scores of known users."""
+        return self.user_factors[users] @ self.item_factors.T
+
+    def fold_in(self, items: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """A user vector solved from these (item, confidence) pairs against fixed item factors."""
+        n_items = self.item_factors.shape[0]
+        row = sp.csr_matrix((weights.astype(np.float32) * self.alpha, (np.zeros(len(items), dtype=np.int64), items)),
+                            shape=(1, n_items))
+        return np.asarray(self._implicit().recalculate_user(0, row), dtype=np.float32).ravel()
+
+    def save(self, writer: BundleWriter) -> None:
+        writer.save_array("als_user_factors", self.user_factors)
+        writer.save_array("als_item_factors", self.item_factors)
+        writer.save_json("als_meta", {"regularization": self.regularization, "alpha": self.alpha})
+
+    @classmethod
+    def load(cls, bundle: Bundle) -> "ALSModel":
+        meta = bundle.json("als_meta")
+        return cls(bundle.array("als_user_factors"), bundle.array("als_item_factors"),
+                   float(meta["regularization"]), float(meta["alpha"]))

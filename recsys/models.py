@@ -1,0 +1,123 @@
+"""Everything one bundle holds, and how each kind of user is scored from it.
+
+- known user (in training): ALS scores;
+- user known only by profile (first visit): LightFM hybrid blended with segment popularity;
+- nobody: global popularity.
+Scores of different models are not comparable, so blends work on per-user z-scores.
+The same methods serve offline evaluation (batches) and, later, the serving routes (one user).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys.als import ALSModel
+from recsys.bundle import Bundle, BundleWriter
+from recsys.hybrid import HybridModel
+from recsys.matrix import IdMap
+from recsys.popularity import Popularity
+from recsys.related import RelatedItems, unit_rows
+
+CATALOG_COLUMNS = ("item_id", "title", "category", "brand", "tags", "price", "stock", "visible", "audience")
+
+
+def _require(part: object, name: str):
+    """The fitted part, or a clear error if this TrainedModels was fitted without it."""
+    if part is None:
+        raise RuntimeError(f"these models were fitted without the {name} part")
+    return part
+
+
+def zscore(scores: np.ndarray) -> np.ndarray:
+    """Standardize each row (mean 0, std 1) so scores of different models can be added."""
+    scores = np.asarray(scores, dtype=np.float64)
+    mean = scores.mean(axis=-1, keepdims=True)
+    std = scores.std(axis=-1, keepdims=True)
+    return (scores - mean) / np.maximum(std, 1e-9)
+
+
+@dataclass
+class TrainedModels:
+    users: IdMap
+    items: IdMap
+    catalog: pd.DataFrame
+    #: Training confidences, users × items (history of known users; excluded from their feeds).
+    user_items: sp.csr_matrix
+    #: The optional parts are None only in evaluation, which fits what its protocol needs.
+    als: ALSModel | None
+    hybrid: HybridModel | None
+    popularity: Popularity
+    related: RelatedItems | None
+    #: Content-only item vectors (no identity feature): for new items and content similarity.
+    content_vectors: np.ndarray | None
+    #: Weight of segment popularity in the first-visit blend (0..1).
+    cold_popularity_weight: float
+
+    # --- scoring -------------------------------------------------------------------------
+    def known_user_scores(self, users: np.ndarray) -> np.ndarray:
+        return _require(self.als, "als").scores(users)
+
+    def profile_user_scores(self, keys_per_user: list[list[str]]) -> np.ndarray:
+        """First-visit users: z(hybrid) blended with z(segment popularity)."""
+        model: HybridModel = _require(self.hybrid, "hybrid")
+        hybrid = zscore(model.scores(model.user_matrix(keys_per_user)))
+        seg_keys = self._segment_matrix(keys_per_user)
+        popular = zscore(self.popularity.batch_user_scores(seg_keys))
+        w = self.cold_popularity_weight
+        return (1 - w) * hybrid + w * popular
+
+    def popularity_scores(self) -> np.ndarray:
+        return self.popularity.global_scores()
+
+    def content_scores(self, users: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Cosine of each candidate's content vector with the mean content vector of the user's history."""
+        unit = unit_rows(_require(self.content_vectors, "hybrid"))
+        history = self.user_items[users]
+        weights = sp.diags(1.0 / np.maximum(np.asarray(history.sum(axis=1)).ravel(), 1e-9)) @ history
+        profile = unit_rows(np.asarray(weights @ unit))
+        return profile @ unit[candidates].T
+
+    def _segment_matrix(self, keys_per_user: list[list[str]]) -> sp.csr_matrix:
+        rows, cols = [], []
+        for row, keys in enumerate(keys_per_user):
+            idx = {self.popularity.segments.get(k) for k in keys} - {None}
+            rows += [row] * len(idx)
+            cols += list(idx)
+        return sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
+                             shape=(len(keys_per_user), len(self.popularity.segments)))
+
+    # --- persistence ---------------------------------------------------------------------
+    def save(self, writer: BundleWriter) -> None:
+        if self.als is None or self.hybrid is None or self.related is None or self.content_vectors is None:
+            raise ValueError("a bundle needs every model; fit with all parts")
+        writer.save_json("users", list(self.users.ids))
+        writer.save_json("catalog", {c: self.catalog[c].tolist() for c in CATALOG_COLUMNS})
+        ui = self.user_items.tocsr()
+        writer.save_array("user_items_indptr", ui.indptr.astype(np.int64))
+        writer.save_array("user_items_indices", ui.indices.astype(np.int32))
+        writer.save_array("user_items_data", ui.data.astype(np.float32))
+        writer.save_array("content_vectors", self.content_vectors)
+        writer.save_json("blend", {"cold_popularity_weight": self.cold_popularity_weight})
+        self.als.save(writer)
+        self.hybrid.save(writer)
+        self.popularity.save(writer)
+        self.related.save(writer)
+
+    @classmethod
+    def load(cls, bundle: Bundle) -> "TrainedModels":
+        catalog = pd.DataFrame(bundle.json("catalog"))
+        users = IdMap(tuple(bundle.json("users")))
+        items = IdMap(tuple(catalog["item_id"]))
+        user_items = sp.csr_matrix(
+            (bundle.array("user_items_data"), bundle.array("user_items_indices"), bundle.array("user_items_indptr")),
+            shape=(len(users), len(items)),
+        )
+        blend: dict[str, Any] = bundle.json("blend")
+        return cls(users, items, catalog, user_items, ALSModel.load(bundle), HybridModel.load(bundle),
+                   Popularity.load(bundle), RelatedItems.load(bundle), bundle.array("content_vectors"),
+                   float(blend["cold_popularity_weight"]))

@@ -1,0 +1,87 @@
+"""Popularity: global, per category, per profile segment; all time-decayed by the caller's weights.
+
+Segment popularity is shrunk toward global popularity, p_s(i) = (c_s(i) + m·p(i)) / (N_s + m), so a
+small segment does not rank items by a handful of events. A user with several segment keys is scored
+naive-Bayes style: log p(i) + Σ_s [log p_s(i) − log p(i)] / |S| — the mean log-lift of their segments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.bundle import Bundle, BundleWriter
+from recsys.matrix import IdMap
+
+
+@dataclass
+class Popularity:
+    #: Decayed interaction weight per item.
+    item_weight: np.ndarray
+    #: Decayed interaction weight per (segment key, item), dense [n_segments, n_items].
+    segment_weight: np.ndarray
+    segments: IdMap
+    shrinkage: float
+
+    @classmethod
+    def fit(cls, user_items: sp.csr_matrix, user_keys: sp.csr_matrix, segments: IdMap, shrinkage: float) -> "Popularity":
+        """`user_items` (users × items, decayed weights); `user_keys` (users × segment keys, 0/1)."""
+        item_weight = np.asarray(user_items.sum(axis=0)).ravel().astype(np.float64)
+        segment_weight = np.asarray((user_keys.T.tocsr() @ user_items).todense(), dtype=np.float64)
+        return cls(item_weight.astype(np.float32), segment_weight.astype(np.float32), segments, shrinkage)
+
+    def global_scores(self) -> np.ndarray:
+        """Share of all interaction weight per item (a probability)."""
+        total = float(self.item_weight.sum())
+        return self.item_weight / total if total > 0 else np.zeros_like(self.item_weight)
+
+    def _global_log(self) -> np.ndarray:
+        n = len(self.item_weight)
+        # add-half smoothing keeps never-seen items finite and ordered below seen ones
+        return np.log((self.item_weight.astype(np.float64) + 0.5) / (self.item_weight.sum() + 0.5 * n))
+
+    def segment_log_lift(self, segment_rows: np.ndarray) -> np.ndarray:
+        """[len(rows), n_items] log p_s(i) − log p(i) for the given segment rows."""
+        log_p = self._global_log()
+        p = np.exp(log_p)
+        counts = self.segment_weight[segment_rows].astype(np.float64)
+        totals = counts.sum(axis=1, keepdims=True)
+        p_s = (counts + self.shrinkage * p) / (totals + self.shrinkage)
+        return np.log(p_s) - log_p
+
+    def user_scores(self, keys: list[str]) -> np.ndarray:
+        """log-popularity of each item for a user with these segment keys (global if none known)."""
+        rows = np.array([r for r in (self.segments.get(k) for k in keys) if r is not None], dtype=np.int64)
+        base = self._global_log()
+        if len(rows) == 0:
+            return base
+        return base + self.segment_log_lift(rows).mean(axis=0)
+
+    def batch_user_scores(self, user_keys: sp.csr_matrix) -> np.ndarray:
+        """`user_scores` for many users at once: user_keys is users × segments (0/1)."""
+        base = self._global_log()
+        lift = self.segment_log_lift(np.arange(len(self.segments)))
+        n_keys = np.asarray(user_keys.sum(axis=1)).ravel()
+        mean_lift = (user_keys @ lift) / np.maximum(n_keys, 1)[:, None]
+        return base[None, :] + mean_lift
+
+    def top_segment_key(self, keys: list[str], item: int) -> str | None:
+        """The user's segment in which `item` is most over-represented (for the `reason`)."""
+        rows = [(k, r) for k, r in ((k, self.segments.get(k)) for k in keys) if r is not None]
+        if not rows:
+            return None
+        lifts = self.segment_log_lift(np.array([r for _, r in rows]))[:, item]
+        return rows[int(np.argmax(lifts))][0]
+
+    def save(self, writer: BundleWriter) -> None:
+        writer.save_array("pop_item_weight", self.item_weight)
+        writer.save_array("pop_segment_weight", self.segment_weight)
+        writer.save_json("pop_segments", {"keys": list(self.segments.ids), "shrinkage": self.shrinkage})
+
+    @classmethod
+    def load(cls, bundle: Bundle) -> "Popularity":
+        meta = bundle.json("pop_segments")
+        return cls(bundle.array("pop_item_weight"), bundle.array("pop_segment_weight"),
+                   IdMap(tuple(meta["keys"])), float(meta["shrinkage"]))
