@@ -57,10 +57,10 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
                            description="Validate the data folder, evaluate (protocols from the config), train ALS, the "
                                        "LightFM hybrid, popularity and related items, write ARTIFACTS/APP/VERSION/ and "
                                        "publish it. Prints the new version on stdout.")
-    train.add_argument("--data", required=True, help="the app's data folder")
+    train.add_argument("--data", help="the app's data folder (required)")
     train.add_argument("--out", default=DEFAULT_ARTIFACTS, help=f"artifacts folder (default {DEFAULT_ARTIFACTS!r}, "
                                                                  "or $MINIREC_ARTIFACTS)")
-    train.add_argument("--app", required=True, help="app id (letters, digits, '_' or '-')")
+    train.add_argument("--app", help="app id: letters, digits, '_' or '-' (required)")
     train.add_argument("--config", help="TOML config overriding the defaults (see `minirec train --print-config`)")
     train.add_argument("--platform", help="folder with the shared platform_profiles (default: the data folder)")
     train.add_argument("--no-publish", action="store_true", help="write the bundle but leave `current` where it is")
@@ -156,6 +156,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(defaults_toml())
         return 0
+    if not args.data or not args.app:
+        raise ValueError("--data and --app are required (see `minirec train --help`)")
     from offline_training.train import train
     result = train(args.data, args.out, args.app, config=args.config, platform_dir=args.platform,
                    publish=not args.no_publish, run_evaluation=not args.no_eval, progress=not args.quiet)

@@ -28,7 +28,7 @@ from recsys.topk import blocked_top_k
 MODEL_NAMES = {
     "stratified": "ALS",
     "last-out": "ALS",
-    "cold-users": "LightFM hybrid + segment popularity",
+    "cold-users": "profile-neighbour popularity + LightFM hybrid",
     "cold-items": "content similarity to history (hybrid item features)",
 }
 BASELINE_NAMES = {
@@ -98,7 +98,8 @@ def evaluate(data: AppData, cfg: TrainConfig, protocol: str, k: int = 10, seed: 
     split = make_split(protocol, data.interactions, positive_mask(data.interactions, cfg), seed)
     if split.test.empty:
         raise ValueError(f"protocol {protocol!r} leaves no test interactions for this data")
-    needs = {"stratified": {"als"}, "last-out": {"als"}, "cold-users": {"hybrid"}, "cold-items": {"hybrid"}}
+    cold_users = {"hybrid"} if cfg.coldstart.hybrid_weight > 0 else set()
+    needs = {"stratified": {"als"}, "last-out": {"als"}, "cold-users": cold_users, "cold-items": {"hybrid"}}
     models = fit_models(data, cfg, split.train, progress=progress, parts=frozenset(needs[protocol]))
     if protocol in ("stratified", "last-out"):
         model, base, truth = _warm_user_recs(models, split.test, k)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from offline_training.config import TrainConfig
@@ -14,10 +15,11 @@ from recsys.item_features import build_item_features, catalog_tokenizer, content
 from recsys.matrix import IdMap, event_weights, user_item_matrix
 from recsys.models import CATALOG_COLUMNS, TrainedModels
 from recsys.popularity import Popularity
+from recsys.profile_kernel import ProfileKernel, field_of
 from recsys.profiles import feature_matrix, profile_key_table
 from recsys.related import RelatedItems
 
-STAGES = ("matrices", "ALS", "popularity", "hybrid", "related items")
+STAGES = ("matrices", "ALS", "popularity", "profile kernel", "hybrid", "related items")
 #: Parts of a bundle; evaluation fits only the parts its protocol scores with.
 ALL_PARTS = frozenset({"als", "hybrid", "related"})
 
@@ -27,9 +29,38 @@ def positive_mask(frame: pd.DataFrame, cfg: TrainConfig) -> np.ndarray:
     return (frame["event"].map(cfg.events.weights).fillna(0.0) > 0).to_numpy()
 
 
+def kernel_fields(keys: pd.DataFrame, configured: list[str], max_values: int = 1000) -> list[str]:
+    """The configured kernel fields, or every profile field with one value per user and few values."""
+    if configured:
+        return list(configured)
+    table = keys.assign(field=keys["key"].map(field_of))
+    per_user = table.groupby(["user_id", "field"]).size().groupby("field").max()
+    cardinality = table.drop_duplicates("key").groupby("field").size()
+    return sorted(f for f in per_user.index if per_user[f] == 1 and cardinality[f] <= max_values)
+
+
+def _fit_hybrid(data: AppData, cfg: TrainConfig, users: IdMap, items: IdMap, confidences: sp.csr_matrix,
+                keys: pd.DataFrame, segments: IdMap, progress: bool) -> tuple[HybridModel, np.ndarray]:
+    """LightFM with profile features for users and content (+ identity of warm items) for items."""
+    hyb = cfg.hybrid
+    tokenizer = catalog_tokenizer(data.items) if hyb.title_tokens else None
+    _, content_vocab, per_item = build_item_features(data.items, hyb.price_bands, tokenizer,
+                                                     hyb.min_token_items, identity=False)
+    warm_items = np.flatnonzero(np.diff(confidences.tocsc().indptr) > 0)
+    item_vocab = IdMap.of([*content_vocab.ids, *(f"id={items.ids[i]}" for i in warm_items)])
+    item_features = content_matrix(per_item, item_vocab, list(items.ids))
+    user_vocab = IdMap.of([BIAS_FEATURE, *segments.ids])
+    with_bias = pd.concat([keys, pd.DataFrame({"user_id": list(users.ids), "key": BIAS_FEATURE})], ignore_index=True)
+    user_features, _ = feature_matrix(users, with_bias, user_vocab)
+    hybrid = HybridModel.fit(confidences, normalize_rows(user_features), user_vocab, item_features, item_vocab,
+                             hyb, progress=progress)
+    content_vectors = hybrid.item_vectors(content_matrix(per_item, item_vocab))[0]
+    return hybrid, content_vectors
+
+
 def fit_models(data: AppData, cfg: TrainConfig, interactions: pd.DataFrame | None = None,
                progress: bool = True, parts: frozenset[str] = ALL_PARTS) -> TrainedModels:
-    """Train ALS, the LightFM hybrid, popularity and related items (popularity always; others per `parts`).
+    """Train the bundle's models: popularity and the profile kernel always, ALS / hybrid / related per `parts`.
 
     `interactions` defaults to all of `data.interactions`; evaluation passes a training split.
     Related items need the hybrid's content vectors, so "related" implies "hybrid".
@@ -63,24 +94,16 @@ def fit_models(data: AppData, cfg: TrainConfig, interactions: pd.DataFrame | Non
     popularity = Popularity.fit(recent, user_keys, segments, cfg.popularity.segment_shrinkage)
     bar.update()
 
+    stage("profile kernel")
+    cold = cfg.coldstart
+    kernel = ProfileKernel.fit(keys, users, confidences, kernel_fields(keys, cold.fields), cold.field_weights,
+                               cold.power, cold.bandwidth_scale)
+    bar.update()
+
     stage("hybrid")
-    hyb = cfg.hybrid
-    if not parts & {"hybrid", "related"}:
-        bar.close()
-        return TrainedModels(users, items, data.items[list(CATALOG_COLUMNS)].reset_index(drop=True), confidences,
-                             als, None, popularity, None, None, hyb.cold_popularity_weight)
-    tokenizer = catalog_tokenizer(data.items) if hyb.title_tokens else None
-    _, content_vocab, per_item = build_item_features(data.items, hyb.price_bands, tokenizer,
-                                                     hyb.min_token_items, identity=False)
-    warm_items = np.flatnonzero(np.diff(confidences.tocsc().indptr) > 0)
-    item_vocab = IdMap.of([*content_vocab.ids, *(f"id={items.ids[i]}" for i in warm_items)])
-    item_features = content_matrix(per_item, item_vocab, list(items.ids))
-    user_vocab = IdMap.of([BIAS_FEATURE, *segments.ids])
-    user_features, _ = feature_matrix(users, pd.concat(
-        [keys, pd.DataFrame({"user_id": list(users.ids), "key": BIAS_FEATURE})], ignore_index=True), user_vocab)
-    hybrid = HybridModel.fit(confidences, normalize_rows(user_features), user_vocab, item_features, item_vocab,
-                             hyb, progress=progress)
-    content_vectors = hybrid.item_vectors(content_matrix(per_item, item_vocab))[0]
+    hybrid, content_vectors = None, None
+    if parts & {"hybrid", "related"}:
+        hybrid, content_vectors = _fit_hybrid(data, cfg, users, items, confidences, keys, segments, progress)
     bar.update()
 
     stage("related items")
@@ -92,4 +115,4 @@ def fit_models(data: AppData, cfg: TrainConfig, interactions: pd.DataFrame | Non
 
     catalog = data.items[list(CATALOG_COLUMNS)].reset_index(drop=True)
     return TrainedModels(users, items, catalog, confidences, als, hybrid, popularity, related,
-                         content_vectors, hyb.cold_popularity_weight)
+                         content_vectors, kernel, cold.hybrid_weight)

@@ -1,7 +1,7 @@
 """Everything one bundle holds, and how each kind of user is scored from it.
 
 - known user (in training): ALS scores;
-- user known only by profile (first visit): LightFM hybrid blended with segment popularity;
+- user known only by profile (first visit): profile-neighbour popularity blended with the LightFM hybrid;
 - nobody: global popularity.
 Scores of different models are not comparable, so blends work on per-user z-scores.
 The same methods serve offline evaluation (batches) and, later, the serving routes (one user).
@@ -21,6 +21,7 @@ from recsys.bundle import Bundle, BundleWriter
 from recsys.hybrid import HybridModel
 from recsys.matrix import IdMap
 from recsys.popularity import Popularity
+from recsys.profile_kernel import ProfileKernel
 from recsys.related import RelatedItems, unit_rows
 
 CATALOG_COLUMNS = ("item_id", "title", "category", "brand", "tags", "price", "stock", "visible", "audience")
@@ -55,21 +56,24 @@ class TrainedModels:
     related: RelatedItems | None
     #: Content-only item vectors (no identity feature): for new items and content similarity.
     content_vectors: np.ndarray | None
-    #: Weight of segment popularity in the first-visit blend (0..1).
-    cold_popularity_weight: float
+    #: Profile-neighbour popularity for first-time visitors.
+    kernel: ProfileKernel
+    #: Share of the hybrid in the first-visit blend (0..1); the rest is the profile kernel.
+    hybrid_weight: float
 
     # --- scoring -------------------------------------------------------------------------
     def known_user_scores(self, users: np.ndarray) -> np.ndarray:
         return _require(self.als, "als").scores(users)
 
     def profile_user_scores(self, keys_per_user: list[list[str]]) -> np.ndarray:
-        """First-visit users: z(hybrid) blended with z(segment popularity)."""
+        """First-visit users: z(profile-neighbour popularity) blended with z(hybrid)."""
+        kernel = zscore(np.stack([self.kernel.scores(keys) for keys in keys_per_user]))
+        w = self.hybrid_weight
+        if w == 0:
+            return kernel
         model: HybridModel = _require(self.hybrid, "hybrid")
         hybrid = zscore(model.scores(model.user_matrix(keys_per_user)))
-        seg_keys = self._segment_matrix(keys_per_user)
-        popular = zscore(self.popularity.batch_user_scores(seg_keys))
-        w = self.cold_popularity_weight
-        return (1 - w) * hybrid + w * popular
+        return (1 - w) * kernel + w * hybrid
 
     def popularity_scores(self) -> np.ndarray:
         return self.popularity.global_scores()
@@ -82,15 +86,6 @@ class TrainedModels:
         profile = unit_rows(np.asarray(weights @ unit))
         return profile @ unit[candidates].T
 
-    def _segment_matrix(self, keys_per_user: list[list[str]]) -> sp.csr_matrix:
-        rows, cols = [], []
-        for row, keys in enumerate(keys_per_user):
-            idx = {self.popularity.segments.get(k) for k in keys} - {None}
-            rows += [row] * len(idx)
-            cols += list(idx)
-        return sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
-                             shape=(len(keys_per_user), len(self.popularity.segments)))
-
     # --- persistence ---------------------------------------------------------------------
     def save(self, writer: BundleWriter) -> None:
         if self.als is None or self.hybrid is None or self.related is None or self.content_vectors is None:
@@ -102,7 +97,8 @@ class TrainedModels:
         writer.save_array("user_items_indices", ui.indices.astype(np.int32))
         writer.save_array("user_items_data", ui.data.astype(np.float32))
         writer.save_array("content_vectors", self.content_vectors)
-        writer.save_json("blend", {"cold_popularity_weight": self.cold_popularity_weight})
+        writer.save_json("blend", {"hybrid_weight": self.hybrid_weight})
+        self.kernel.save(writer)
         self.als.save(writer)
         self.hybrid.save(writer)
         self.popularity.save(writer)
@@ -120,4 +116,4 @@ class TrainedModels:
         blend: dict[str, Any] = bundle.json("blend")
         return cls(users, items, catalog, user_items, ALSModel.load(bundle), HybridModel.load(bundle),
                    Popularity.load(bundle), RelatedItems.load(bundle), bundle.array("content_vectors"),
-                   float(blend["cold_popularity_weight"]))
+                   ProfileKernel.load(bundle, len(items)), float(blend["hybrid_weight"]))

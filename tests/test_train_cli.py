@@ -166,3 +166,21 @@ def test_bad_config_is_refused(mall, tmp_path, capsys):
     assert main(["train", "--data", str(mall), "--out", str(tmp_path), "--app", "shop", "--config",
                  str(config), "--quiet"]) == 2
     assert "unknown key 'factor'" in capsys.readouterr().err
+
+
+def test_config_values_are_checked(tmp_path):
+    from offline_training.config import ConfigError, load_config
+    config = tmp_path / "bad.toml"
+    config.write_text('[als]\nweighting = "magic"\n[evaluate]\nprotocols = ["random"]\n[events.weights]\nlike = 1.0\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    message = str(info.value)
+    assert "als.weighting" in message and "evaluate.protocols" in message and "unknown event types ['like']" in message
+
+
+def test_printed_defaults_are_a_valid_config(tmp_path, capsys):
+    from offline_training.config import TrainConfig, load_config
+    assert main(["train", "--print-config"]) == 0
+    path = tmp_path / "defaults.toml"
+    path.write_text(capsys.readouterr().out)
+    assert load_config(path).to_dict() == TrainConfig().to_dict()
