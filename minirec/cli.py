@@ -1,4 +1,4 @@
-"""The `minirec` command line: data, train, evaluate, models, demo.
+"""The `minirec` command line: data, train, evaluate, models, serve, keys, bench, demo.
 
 Results go to stdout (a version, a table, JSON); progress and logs go to stderr, so scripts can
 capture the result. Errors in the input print one clear message and exit with status 2
@@ -47,6 +47,18 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     val.add_argument("dir", help="data folder")
     val.add_argument("--platform", help="folder with the shared platform_profiles (default: the data folder)")
     val.add_argument("--config", help="config file (its [platform.scopes] decide which platform columns are known)")
+
+    exp = dsub.add_parser("export-events", help="turn the server's event log into a data folder (feedback loop)",
+                          description="Export an app's logged events (POST events) as interactions and queries; "
+                                      "with --base, the result is a complete data folder (base + new events) to "
+                                      "train on.")
+    exp.add_argument("--log", required=True, help="the server's event log folder (<state_dir>/events)")
+    exp.add_argument("--app", required=True, help="app id")
+    exp.add_argument("--out", required=True, help="data folder to write")
+    exp.add_argument("--base", help="an existing data folder to extend with the logged events")
+    exp.add_argument("--since", type=float, help="only events at or after this Unix time")
+    exp.add_argument("--platform", help="folder with the shared platform_profiles (for validating --base)")
+    exp.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
     dsub.add_parser("schema", help="print the data folder contract (tables and columns)",
                     description="Print the data folder contract as Markdown.")
@@ -101,13 +113,52 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     ver.add_argument("version", nargs="?")
 
 
+def _add_serve_commands(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="run the HTTP API",
+                           description="Serve every app of minirec.toml: loads published bundles (and picks up new "
+                                       "ones without a restart), uses REDIS_URL or an embedded Redis. OpenAPI docs at "
+                                       "/docs.")
+    serve.add_argument("--config", default=os.environ.get("MINIREC_CONFIG", "minirec.toml"),
+                       help="server config (default minirec.toml or $MINIREC_CONFIG)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    serve.add_argument("--init", metavar="APP", nargs="+",
+                       help="write a new --config for these apps with fresh API keys (printed once) and exit")
+    serve.add_argument("--artifacts", default=DEFAULT_ARTIFACTS, help="artifacts folder written by --init")
+
+    keys = sub.add_parser("keys", help="make an API key and its sha256 for minirec.toml",
+                          description="Print a fresh random API key and the sha256 to put in minirec.toml.")
+    keys.add_argument("action", choices=["new"], help="new: a fresh key")
+
+
+def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="benchmarks (side by side with reference implementations)",
+                           description="Benchmarks that compare our code with a reference in one run; they report "
+                                       "ratios and medians because these machines are shared and noisy.")
+    bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    search = bsub.add_parser("search", help="BM25: ours vs rank-bm25 vs bm25s; relevance on QBQTC and Cranfield",
+                             description="Build our index, rank-bm25 and bm25s over the same tokens; measure "
+                                         "single-thread queries/s and p50/p99 on a synthetic Chinese catalog and the "
+                                         "Amazon titles; check identical top-10; MRR@10/Recall@10 on QBQTC and "
+                                         "nDCG@10/MAP on Cranfield.")
+    search.add_argument("--json", help="write the results to this file")
+    search.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
+                        help="folder holding amazon-scientific, qbqtc and cranfield (default ../shared/data)")
+    search.add_argument("--items", type=int, default=100_000, help="synthetic catalog size (default 100000)")
+    search.add_argument("--queries", type=int, default=1000, help="queries per corpus (default 1000)")
+    search.add_argument("--reference-queries", type=int, default=None,
+                        help="how many of the queries rank-bm25 answers (default: all; it is slow)")
+
+
 def _add_demo_command(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="generate the demo mall, train it and show what it recommends",
                           description="End-to-end demo: generate a synthetic mall, train and publish the app `demo`, "
                                       "and print its evaluation and example recommendations.")
-    demo.add_argument("--port", type=int, default=8000, help="port for the server (used once serving lands)")
+    demo.add_argument("--port", type=int, default=8000, help="port of the demo server (default 8000)")
     demo.add_argument("--workdir", default="demo-work", help="folder for the demo's data and artifacts (default demo-work)")
-    demo.add_argument("--api-key", default="demo-key", help="API key of the demo app (used once serving lands)")
+    demo.add_argument("--api-key", default="demo-key-change-me", help="API key of the demo app (at least 16 characters)")
+    demo.add_argument("--no-serve", action="store_true", help="stop after training (do not start the server)")
     demo.add_argument("--users", type=int, default=3000, help="users in the demo mall (default 3000)")
     demo.add_argument("--items", type=int, default=1500, help="items in the demo mall (default 1500)")
     demo.add_argument("--events", type=int, default=150_000, help="events in the demo mall (default 150000)")
@@ -116,11 +167,13 @@ def _add_demo_command(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minirec", description="Recommendation and search for merchants' mini-programs: data, training, "
-                                    "evaluation and model versions.")
+                                    "evaluation, model versions and the HTTP API.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data_commands(sub)
     _add_train_commands(sub)
     _add_model_commands(sub)
+    _add_serve_commands(sub)
+    _add_bench_commands(sub)
     _add_demo_command(sub)
     return parser
 
@@ -138,6 +191,11 @@ def _cmd_data(args: argparse.Namespace) -> int:
         from offline_training import importers
         fn = importers.import_movielens if args.source == "movielens" else importers.import_amazon_unisrec
         _print_json(fn(args.path, args.out, overwrite=args.overwrite))
+    elif args.data_command == "export-events":
+        from features.eventlog import export_events
+        result = export_events(args.log, args.app, args.out, since=args.since, base=args.base,
+                               platform_dir=args.platform, overwrite=args.overwrite)
+        _print_json({k: str(v) if isinstance(v, Path) else v for k, v in vars(result).items()})
     elif args.data_command == "validate":
         from offline_training.config import load_config
         from offline_training.datafolder import load_data_folder
@@ -222,9 +280,44 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from serving.tenancy import load_server_config, new_key, write_server_config
+    config = Path(args.config)
+    if args.init:
+        if config.exists():
+            raise FileExistsError(f"{config} exists; remove it or pick another --config")
+        keys = {app: new_key() for app in args.init}
+        admin, platform = new_key(), new_key()
+        write_server_config(config, keys, admin, platform, artifacts=args.artifacts)
+        print(f"wrote {config}; keep these keys, they are stored only as sha256:")
+        for app, key in keys.items():
+            print(f"  app {app}: {key}")
+        print(f"  admin: {admin}\n  platform: {platform}")
+        return 0
+    load_server_config(config)  # fail fast with a clear message before starting workers
+    from minirec.server import run_server
+    return run_server(config, args.host, args.port, args.workers)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench_command == "search":
+        from bench.search_bench import run_search_bench
+        run_search_bench(args.json, data=args.data, n_items=args.items, n_queries=args.queries,
+                         reference_queries=args.reference_queries)
+    return 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from serving.tenancy import hash_key, new_key
+    key = new_key()
+    print(f"key:    {key}\nsha256: {hash_key(key)}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from minirec.demo import run_demo
-    return run_demo(Path(args.workdir), users=args.users, items=args.items, events=args.events)
+    return run_demo(Path(args.workdir), users=args.users, items=args.items, events=args.events,
+                    port=args.port, api_key=args.api_key, serve=not args.no_serve)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,11 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     from offline_training.config import ConfigError
     from offline_training.datafolder import DataError
     from recsys.bundle import BundleError
+    from serving.tenancy import TenancyError
     handlers = {"data": _cmd_data, "train": _cmd_train, "evaluate": _cmd_evaluate, "models": _cmd_models,
-                "demo": _cmd_demo}
+                "serve": _cmd_serve, "keys": _cmd_keys, "bench": _cmd_bench, "demo": _cmd_demo}
     try:
         return handlers[args.command](args)
-    except (DataError, ConfigError, BundleError, FileExistsError, FileNotFoundError, ValueError) as exc:
+    except (DataError, ConfigError, BundleError, TenancyError, FileExistsError, FileNotFoundError, ValueError) as exc:
         if os.environ.get("MINIREC_DEBUG"):
             raise
         print(f"minirec {args.command}: error: {exc}", file=sys.stderr)

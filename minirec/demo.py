@@ -1,8 +1,5 @@
-"""`minirec demo`: generate the demo mall, train and publish app `demo`, show what it recommends.
-
-The HTTP server joins the demo when the serving issue lands; until then the demo stops after
-training and prints where the bundle is and what it recommends to three kinds of users.
-"""
+"""`minirec demo`: generate the demo mall, train and publish app `demo`, show what it recommends,
+then serve it over HTTP (Ctrl+C stops the server)."""
 
 from __future__ import annotations
 
@@ -21,7 +18,8 @@ def _show(title: str, item_ids: list[str], catalog: pd.DataFrame) -> None:
         print(f"  {item_id:>8}  {row['category']:<12} {row['title']}")
 
 
-def run_demo(workdir: Path, users: int, items: int, events: int) -> int:
+def run_demo(workdir: Path, users: int, items: int, events: int, port: int = 8000,
+             api_key: str = "demo-key-change-me", serve: bool = True) -> int:
     """Run the demo end to end in `workdir`; returns the exit status."""
     from offline_training.config import TrainConfig
     from offline_training.datafolder import load_data_folder
@@ -34,14 +32,16 @@ def run_demo(workdir: Path, users: int, items: int, events: int) -> int:
     from recsys.recommend import recommend_user, related_items
 
     data_dir, artifacts = workdir / "data", workdir / "artifacts"
-    print(f"1/3 generating the demo mall in {data_dir} …", file=sys.stderr)
+    if len(api_key) < 16:
+        raise ValueError("--api-key must be at least 16 characters")
+    print(f"1/4 generating the demo mall in {data_dir} …", file=sys.stderr)
     generate_mall(data_dir, users=users, items=items, events=events, seed=7, overwrite=True)
-    print("2/3 training app 'demo' …", file=sys.stderr)
+    print("2/4 training app 'demo' …", file=sys.stderr)
     result = train(data_dir, artifacts, APP, config=TrainConfig())
     for report in result.reports:
         if "skipped" not in report:
             print(f"\n{report['protocol']} ({report['n_users']} users, model = {report['model_name']})\n{table(report)}")
-    print("\n3/3 what the published model recommends")
+    print("\n3/4 what the published model recommends")
     models = TrainedModels.load(bundle.open_current(artifacts, APP))
     data = load_data_folder(data_dir)
     known = models.users.ids[0]
@@ -58,7 +58,21 @@ def run_demo(workdir: Path, users: int, items: int, events: int) -> int:
               ranked.item_ids, models.catalog)
     anchor = ranked.item_ids[0]
     _show(f"related to {anchor}", related_items(models, anchor, 6).item_ids, models.catalog)
-    print(f"\nbundle: {result.path}\nversion: {result.version}\n"
-          "(the HTTP API arrives with the serving issue; `minirec models list --artifacts "
-          f"{artifacts}` shows the versions)")
-    return 0
+    print(f"\nbundle: {result.path}\nversion: {result.version}")
+    if not serve:
+        return 0
+    from minirec.server import run_server
+    from serving.tenancy import new_key, write_server_config
+    config = workdir / "minirec.toml"
+    admin_key = new_key()
+    write_server_config(config, {APP: api_key}, admin_key, new_key(), artifacts="artifacts", seed_data={APP: "data"})
+    base = f"http://127.0.0.1:{port}"
+    print(f"""
+4/4 serving app 'demo' at {base} (Ctrl+C to stop); API docs at {base}/docs
+  curl -H 'X-API-Key: {api_key}' '{base}/v1/apps/demo/recommend/home?user_id={known}&n=5'
+  curl -H 'X-API-Key: {api_key}' '{base}/v1/apps/demo/recommend/related/{anchor}?n=5'
+  curl -H 'X-API-Key: {api_key}' -H 'Content-Type: application/json' -X POST {base}/v1/apps/demo/events \\
+       -d '{{"events": [{{"event_id": "e1", "user_id": "{known}", "type": "purchase", "item_id": "{anchor}"}}]}}'
+  admin key (GET {base}/v1/admin/models): {admin_key}
+""", flush=True)
+    return run_server(config, "127.0.0.1", port)

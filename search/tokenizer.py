@@ -1,8 +1,10 @@
 """One tokenizer for item text and queries: jieba search mode for Chinese, whole ASCII words.
 
 Text is NFKC-normalized first (full-width letters and digits become half-width) and lower-cased;
-punctuation and symbols are dropped. Each `Tokenizer` has its own jieba dictionary, so an app's
-brands, categories and tags become single tokens without leaking into another app's tokenizer.
+punctuation, symbols, emoji and control characters are dropped (any string is safe to tokenize).
+Words of other scripts (accented Latin, Cyrillic, kana, hangul) stay whole, like ASCII words.
+Each `Tokenizer` has its own jieba dictionary, so an app's brands, categories and tags become single
+tokens without leaking into another app's tokenizer.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import jieba
 
 jieba.setLogLevel(logging.WARNING)
 
-# Runs of CJK ideographs, or ASCII words/numbers (a decimal point stays inside a number: "4.5").
-_RUN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+|[a-z0-9]+(?:\.[0-9]+)?")
+# Runs of CJK ideographs, or of other letters/digits (a decimal point stays inside a number: "4.5").
+# `[^\W_<cjk>]` is "a word character that is neither `_` nor CJK", so "café" stays one word.
+_RUN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+"
+                     r"|[^\W_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+(?:\.[0-9]+)?")
 _CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 

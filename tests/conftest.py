@@ -28,3 +28,8 @@ def ml100k() -> Path:
 @pytest.fixture(scope="session")
 def amazon_scientific() -> Path:
     return shared_dataset("amazon-scientific")
+
+
+# Real Redis servers (embedded, external 127.0.0.1:6379, and a killable process) for every test module.
+from tests.redis_fixtures import (  # noqa: E402,F401
+    embedded_redis, external_redis, redis_backend, redis_cluster, redis_process, redis_single)

@@ -1,0 +1,7 @@
+"""Real-time features in Redis (profiles, user state, item upserts, decayed popularity) and the
+durable event log. One code path for an embedded redis-server, an external Redis and Redis Cluster.
+
+Modules: `redis_conn` (open_redis), `keys` (key layout), `store` (FeatureStore), `decay`
+(forward-decayed counters), `eventlog` (EventLog, export_events). Nothing is imported here, so
+importing the package starts nothing and loads no optional dependency.
+"""

@@ -1,0 +1,479 @@
+"""Real-time features of one app in Redis: events, user state, profiles, item upserts, popularity.
+
+Every public method is at most one pipeline round trip (`record`: two), never one per key, and no
+command touches two keys, so the same code runs on a single Redis and on Redis Cluster. Redis
+failures surface as `StoreUnavailable` (cannot reach Redis: degrade) or `StoreError` (anything
+else); redis-py exceptions never leak. Needs Redis >= 6.2 (ZADD GT).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import redis.exceptions as rex
+
+from features import keys
+from features.decay import DROP_BELOW, INCREMENT_SCRIPT, MAX_SKEW_S, REBASE_EXPONENT, decayed
+from offline_training.schema import ITEMS
+
+#: Event types the API accepts: the interaction types of the data contract (but `rating`) + search.
+EVENT_TYPES: tuple[str, ...] = ("impression", "view", "click", "favorite", "cart", "purchase", "search")
+#: Events that show interest in an item: they end its exposure fatigue and mark it clicked.
+ENGAGED: frozenset[str] = frozenset({"view", "click", "favorite", "cart", "purchase"})
+#: Popularity weight per event type (the training defaults; a search counts once for its query).
+DEFAULT_WEIGHTS: Mapping[str, float] = {"impression": 0.0, "view": 1.0, "click": 2.0, "favorite": 4.0,
+                                        "cart": 6.0, "purchase": 10.0, "search": 1.0}
+#: Longest query kept for hot searches and the user's recent queries.
+MAX_QUERY_CHARS = 64
+
+_UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.ClusterError, rex.TryAgainError,
+                rex.ReadOnlyError, rex.SlotNotCoveredError)
+_ITEM_KINDS = {c.name: c.kind for c in ITEMS.columns if c.name != "item_id"}
+_TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+class StoreError(Exception):
+    """A Redis command failed for a reason other than reachability (a bug or a misconfiguration)."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis cannot be reached (down, timed out, cluster slot down): answer degraded, retry later."""
+
+
+@contextmanager
+def _guard(what: str) -> Iterator[None]:
+    """Turn redis-py exceptions into ours, naming the operation."""
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(f"redis unavailable during {what}: {exc}") from exc
+    except (rex.RedisError, rex.RedisClusterException) as exc:
+        raise StoreError(f"redis error during {what}: {exc}") from exc
+
+
+@dataclass
+class EventRecord:
+    """One event as the store applies it. Invalid fields raise ValueError naming the field."""
+
+    event_id: str
+    user_id: str
+    type: str
+    ts: float
+    item_id: str | None = None
+    query: str | None = None
+    request_id: str | None = None
+    category: str | None = None
+    value: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.event_id, str) or not self.event_id:
+            raise ValueError("event_id must be a non-empty string")
+        if self.type not in EVENT_TYPES:
+            raise ValueError(f"type {self.type!r} is not one of {', '.join(EVENT_TYPES)}")
+        if not isinstance(self.user_id, str):
+            raise ValueError("user_id must be a string ('' only for an anonymous search)")
+        if not isinstance(self.ts, (int, float)) or not 0 <= self.ts < 4_102_444_800:
+            raise ValueError(f"ts {self.ts!r} must be Unix seconds (not milliseconds)")
+        if not isinstance(self.value, (int, float)) or not math.isfinite(self.value) or self.value < 0:
+            raise ValueError(f"value {self.value!r} must be a finite number >= 0")
+        if self.type == "search":
+            if not isinstance(self.query, str) or not self.query.strip():
+                raise ValueError("a search event needs a non-empty query")
+        else:
+            if not isinstance(self.item_id, str) or not self.item_id:
+                raise ValueError(f"a {self.type} event needs an item_id")
+            if not self.user_id:
+                raise ValueError(f"a {self.type} event needs a user_id")
+
+
+@dataclass
+class UserState:
+    """Everything the request path needs about one user, read in one round trip."""
+
+    recent: list[tuple[str, str, float]]  # (item_id, event type, ts), newest first
+    purchased: set[str]  # purchased within the purchased TTL
+    shown: dict[str, int]  # item -> impressions since the user last engaged with it
+    clicked: set[str]  # items the user engaged with (view, click, favorite, cart, purchase)
+    merchant_profile: dict[str, str]
+    platform_profile: dict[str, str]
+    recent_queries: list[str] = field(default_factory=list)  # newest first
+
+
+def normalize_query(query: str) -> str:
+    """The form a query is counted under: whitespace collapsed, lower case, at most 64 characters."""
+    return " ".join(query.split()).lower()[:MAX_QUERY_CHARS]
+
+
+def _fmt_ts(ts: float) -> str:
+    return str(int(ts)) if float(ts).is_integer() else repr(float(ts))
+
+
+def _encode_item_value(name: str, value: Any) -> str:
+    """An item field as stored in its hash; raises ValueError for a value of the wrong kind."""
+    kind = _ITEM_KINDS.get(name)
+    if kind is None:
+        raise ValueError(f"unknown item field {name!r} (known: {', '.join(_ITEM_KINDS)})")
+    if kind == "bool":
+        if isinstance(value, str) and value.strip().lower() in _TRUE:
+            value = _TRUE[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise ValueError(f"item field {name!r} must be a boolean, got {value!r}")
+        return "1" if value else "0"
+    if kind in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"item field {name!r} must be a number, got {value!r}")
+        if value < 0:
+            raise ValueError(f"item field {name!r} must be >= 0, got {value!r}")
+        if kind == "int":
+            if not float(value).is_integer():
+                raise ValueError(f"item field {name!r} must be an integer, got {value!r}")
+            return str(int(value))
+        return repr(float(value))
+    if not isinstance(value, str):
+        raise ValueError(f"item field {name!r} must be a string, got {value!r}")
+    return value
+
+
+def _decode_item(raw: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, text in raw.items():
+        kind = _ITEM_KINDS.get(name)
+        if kind == "bool":
+            out[name] = text == "1"
+        elif kind == "int":
+            out[name] = int(text)
+        elif kind == "float":
+            out[name] = float(text)
+        else:
+            out[name] = text
+    return out
+
+
+@dataclass
+class _UserWrites:
+    """One user's share of a batch, folded in time order so that each key gets one or two commands."""
+
+    recent: list[str] = field(default_factory=list)  # encoded entries, oldest first
+    queries: list[str] = field(default_factory=list)
+    shown: dict[str, int] = field(default_factory=dict)  # impressions after the item's last engagement
+    engaged: dict[str, float] = field(default_factory=dict)  # item -> newest engagement ts
+    purchased: dict[str, float] = field(default_factory=dict)
+
+    def add(self, item: str, kind: str, ts: float) -> None:
+        if kind == "impression":
+            self.shown[item] = self.shown.get(item, 0) + 1
+            return
+        self.recent.append(keys.FIELD_SEP.join((item, kind, _fmt_ts(ts))))
+        if kind in ENGAGED:
+            self.shown.pop(item, None)
+            self.engaged[item] = max(ts, self.engaged.get(item, ts))
+        if kind == "purchase":
+            self.purchased[item] = max(ts, self.purchased.get(item, ts))
+
+
+class FeatureStore:
+    """Real-time features of app `app` in Redis (see `features.keys` for the layout).
+
+    `client` must decode responses (`open_redis` makes such clients). Durations are configurable:
+    `purchased_ttl_days` (a purchase hides the item that long), `shown_ttl_hours` (impression counts
+    reset that long after the user's last impression), `history_ttl_days` (recent items, clicks and
+    queries of an idle user expire), `half_life_hours` (popularity and hot searches),
+    `dedupe_ttl_hours` (how long an event_id is remembered: about 100 bytes of Redis per event).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        app: str,
+        *,
+        recent_max: int = 50,
+        queries_max: int = 20,
+        clicked_max: int = 500,
+        purchased_ttl_days: float = 30.0,
+        shown_ttl_hours: float = 24.0,
+        history_ttl_days: float = 30.0,
+        half_life_hours: float = 24.0,
+        dedupe_ttl_hours: float = 24.0,
+        popularity_max: int = 100_000,
+        weights: Mapping[str, float] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not client.get_connection_kwargs().get("decode_responses"):
+            raise ValueError("FeatureStore needs a Redis client with decode_responses=True (open_redis makes one)")
+        if min(recent_max, queries_max, clicked_max, popularity_max) < 1:
+            raise ValueError("recent_max, queries_max, clicked_max and popularity_max must be >= 1")
+        if min(purchased_ttl_days, shown_ttl_hours, history_ttl_days, half_life_hours, dedupe_ttl_hours) <= 0:
+            raise ValueError("TTLs and the half-life must be > 0")
+        self._r = client
+        self.app = keys.check_app(app)
+        self.recent_max = recent_max
+        self.queries_max = queries_max
+        self.clicked_max = clicked_max
+        self.popularity_max = popularity_max
+        self.purchased_ttl_s = int(purchased_ttl_days * 86400)
+        self.shown_ttl_s = max(1, int(shown_ttl_hours * 3600))
+        self.history_ttl_s = int(history_ttl_days * 86400)
+        self.half_life_s = half_life_hours * 3600.0
+        self.dedupe_ttl_s = max(1, int(dedupe_ttl_hours * 3600))
+        self.weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
+        self._clock = clock
+
+    def _pipe(self) -> Any:
+        return self._r.pipeline(transaction=False)
+
+    # --- events ------------------------------------------------------------------------------
+
+    def record(self, events: Sequence[EventRecord]) -> list[bool]:
+        """Apply a batch of events; per event True if newly applied, False if its event_id was seen.
+
+        Two round trips: the first claims every event_id (SET NX EX, so a duplicate inside the batch
+        or from an earlier batch is caught) and looks up missing item categories; the second applies
+        the new events. If Redis dies between the two, those events stay claimed but unapplied:
+        real-time features are at most once, the event log is the durable record.
+        """
+        if not events:
+            return []
+        app = self.app
+        lookups = [i for i, ev in enumerate(events)
+                   if ev.type != "search" and not ev.category and self.weights.get(ev.type, 0.0) > 0]
+        with _guard("record"):
+            pipe = self._pipe()
+            for ev in events:
+                pipe.set(keys.event_seen(app, ev.event_id), "1", nx=True, ex=self.dedupe_ttl_s)
+            for i in lookups:
+                pipe.hget(keys.item(app, events[i].item_id or ""), "category")
+            replies = pipe.execute()
+        applied = [bool(r) for r in replies[:len(events)]]
+        found = {i: c for i, c in zip(lookups, replies[len(events):]) if c}
+        fresh = [(ev, ev.category or found.get(i)) for i, ev in enumerate(events) if applied[i]]
+        if fresh:
+            with _guard("record"):
+                self._apply(fresh)
+        return applied
+
+    def _apply(self, fresh: list[tuple[EventRecord, str | None]]) -> None:
+        app, now = self.app, self._clock()
+        users: dict[str, _UserWrites] = {}
+        counts: list[Any] = []  # quadruples for the decay script: (set index, member, weight, ts)
+        for ev, category in sorted(fresh, key=lambda pair: pair[0].ts):  # time order within the batch
+            weight = self.weights.get(ev.type, 0.0) * ev.value
+            ts = min(float(ev.ts), now + MAX_SKEW_S)  # a clock far ahead must not dominate the counters
+            if ev.type == "search":
+                query = normalize_query(ev.query or "")
+                if ev.user_id:
+                    users.setdefault(ev.user_id, _UserWrites()).queries.append(query)
+                if weight > 0:
+                    counts += [4, query, weight, ts]
+                continue
+            item = ev.item_id or ""
+            users.setdefault(ev.user_id, _UserWrites()).add(item, ev.type, ev.ts)
+            if weight > 0:
+                counts += [2, item, weight, ts]
+                if category:
+                    counts += [3, category, weight, ts]
+        pipe = self._pipe()
+        for user, writes in users.items():
+            self._write_user(pipe, user, writes, now)
+        if counts:
+            # execute_command, not pipe.eval(): redis-py's cluster pipeline has no eval() method but
+            # routes a raw EVAL by its keys (all in one slot here).
+            pipe.execute_command("EVAL", INCREMENT_SCRIPT, 4, keys.pop_t0(app), keys.pop_items(app),
+                                 keys.pop_categories(app), keys.pop_queries(app), now, self.half_life_s,
+                                 REBASE_EXPONENT, DROP_BELOW, self.popularity_max, *counts)
+        pipe.execute()
+
+    def _write_user(self, pipe: Any, user: str, w: "_UserWrites", now: float) -> None:
+        """A user's writes of one batch, a few commands per key (then trims and TTLs)."""
+        app = self.app
+        if w.recent:
+            pipe.lpush(keys.recent(app, user), *w.recent)  # oldest first, so the newest ends up in front
+            pipe.ltrim(keys.recent(app, user), 0, self.recent_max - 1)
+            pipe.expire(keys.recent(app, user), self.history_ttl_s)
+        if w.queries:
+            pipe.lpush(keys.user_queries(app, user), *w.queries)
+            pipe.ltrim(keys.user_queries(app, user), 0, self.queries_max - 1)
+            pipe.expire(keys.user_queries(app, user), self.history_ttl_s)
+        if w.engaged:
+            pipe.hdel(keys.shown(app, user), *w.engaged)  # engagement ends exposure fatigue…
+        for item, n in w.shown.items():
+            pipe.hincrby(keys.shown(app, user), item, n)  # …and only later impressions count again
+        if w.shown:
+            pipe.expire(keys.shown(app, user), self.shown_ttl_s)
+        if w.engaged:
+            pipe.zadd(keys.clicked(app, user), w.engaged, gt=True)
+            pipe.zremrangebyrank(keys.clicked(app, user), 0, -(self.clicked_max + 1))
+            pipe.expire(keys.clicked(app, user), self.history_ttl_s)
+        if w.purchased:
+            pipe.zadd(keys.purchased(app, user), w.purchased, gt=True)
+            pipe.zremrangebyscore(keys.purchased(app, user), "-inf", f"({now - self.purchased_ttl_s}")
+            pipe.expire(keys.purchased(app, user), self.purchased_ttl_s)
+
+    # --- user state and profiles ---------------------------------------------------------------
+
+    def user_state(self, user_id: str) -> UserState:
+        """Recent items, purchases, exposure counts, clicks, both profiles and recent queries: one round trip."""
+        app, now = self.app, self._clock()
+        with _guard("user_state"):
+            pipe = self._pipe()
+            pipe.lrange(keys.recent(app, user_id), 0, self.recent_max - 1)
+            pipe.zrangebyscore(keys.purchased(app, user_id), now - self.purchased_ttl_s, "+inf")
+            pipe.hgetall(keys.shown(app, user_id))
+            pipe.zrange(keys.clicked(app, user_id), 0, -1)
+            pipe.hgetall(keys.merchant_profile(app, user_id))
+            pipe.hgetall(keys.platform_profile(user_id))
+            pipe.lrange(keys.user_queries(app, user_id), 0, self.queries_max - 1)
+            recent, purchased, shown, clicked, merchant, platform, queries = pipe.execute()
+        entries = []
+        for entry in recent:
+            parts = entry.rsplit(keys.FIELD_SEP, 2)
+            if len(parts) == 3:
+                entries.append((parts[0], parts[1], float(parts[2])))
+        return UserState(
+            recent=entries,
+            purchased=set(purchased),
+            shown={item: int(n) for item, n in shown.items()},
+            clicked=set(clicked),
+            merchant_profile=dict(merchant),
+            platform_profile=dict(platform),
+            recent_queries=list(queries),
+        )
+
+    def _put_profile(self, key: str, fields: Mapping[str, str], what: str) -> None:
+        for name, value in fields.items():
+            if not isinstance(name, str) or not name or not isinstance(value, str):
+                raise ValueError(f"profile fields must map non-empty names to strings; got {name!r}: {value!r}")
+        updates = {name: value for name, value in fields.items() if value != ""}
+        removals = [name for name, value in fields.items() if value == ""]
+        with _guard(what):
+            pipe = self._pipe()
+            if updates:
+                pipe.hset(key, mapping=updates)
+            if removals:
+                pipe.hdel(key, *removals)
+            pipe.execute()
+
+    def put_merchant_profile(self, user_id: str, fields: Mapping[str, str]) -> None:
+        """Upsert this app's profile of a user; an empty string deletes that field."""
+        self._put_profile(keys.merchant_profile(self.app, user_id), fields, "put_merchant_profile")
+
+    def put_platform_profile(self, user_id: str, fields: Mapping[str, str]) -> None:
+        """Upsert the platform's profile of a user (shared by every app, `consent` included)."""
+        self._put_profile(keys.platform_profile(user_id), fields, "put_platform_profile")
+
+    def get_profiles(self, user_id: str) -> tuple[dict[str, str], dict[str, str]]:
+        """(merchant profile, platform profile) of a user; empty dicts when unknown."""
+        with _guard("get_profiles"):
+            pipe = self._pipe()
+            pipe.hgetall(keys.merchant_profile(self.app, user_id))
+            pipe.hgetall(keys.platform_profile(user_id))
+            merchant, platform = pipe.execute()
+        return dict(merchant), dict(platform)
+
+    def load_profiles(self, merchant_df: pd.DataFrame | None, platform_df: pd.DataFrame | None,
+                      batch: int = 5000) -> tuple[int, int]:
+        """Bulk-upsert profiles from data-folder tables (`user_id` + field columns), `batch` users
+        per round trip; empty cells are skipped (existing fields stay). Returns rows written per table.
+        Platform profiles are shared: loading them from several apps writes the same values."""
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        written = []
+        for frame, key_of in ((merchant_df, lambda u: keys.merchant_profile(self.app, u)),
+                              (platform_df, keys.platform_profile)):
+            written.append(0 if frame is None or frame.empty else self._load_table(frame, key_of, batch))
+        return written[0], written[1]
+
+    def _load_table(self, frame: pd.DataFrame, key_of: Callable[[str], str], batch: int) -> int:
+        if "user_id" not in frame.columns:
+            raise ValueError("a profile table needs a user_id column")
+        columns = [str(c) for c in frame.columns if c != "user_id"]
+        text = {c: frame[c].astype(object).where(frame[c].notna(), "").astype(str).tolist() for c in frame.columns}
+        users = text["user_id"]
+        written = 0
+        for start in range(0, len(users), batch):
+            with _guard("load_profiles"):
+                pipe = self._pipe()
+                for row in range(start, min(start + batch, len(users))):
+                    mapping = {c: text[c][row] for c in columns if text[c][row] != ""}
+                    if users[row] and mapping:
+                        pipe.hset(key_of(users[row]), mapping=mapping)
+                        written += 1
+                pipe.execute()
+        return written
+
+    # --- items ----------------------------------------------------------------------------------
+
+    def put_item(self, item_id: str, fields: Mapping[str, str | float | int | bool]) -> None:
+        """Upsert an item's fields (catalog columns: title, category, brand, tags, price, stock,
+        visible, audience) and mark it updated now. Raises ValueError for an unknown field or a
+        value of the wrong kind, before writing anything."""
+        if not isinstance(item_id, str) or not item_id:
+            raise ValueError("item_id must be a non-empty string")
+        encoded = {name: _encode_item_value(name, value) for name, value in fields.items()}
+        with _guard("put_item"):
+            pipe = self._pipe()
+            if encoded:
+                pipe.hset(keys.item(self.app, item_id), mapping=encoded)
+            pipe.zadd(keys.items_updated(self.app), {item_id: self._clock()})
+            pipe.execute()
+
+    def items(self, item_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Upserted fields per item, aligned with `item_ids` (None for an item never upserted);
+        price is a float, stock an int, visible a bool, the rest strings."""
+        if not item_ids:
+            return []
+        with _guard("items"):
+            pipe = self._pipe()
+            for item_id in item_ids:
+                pipe.hgetall(keys.item(self.app, item_id))
+            rows = pipe.execute()
+        return [_decode_item(row) if row else None for row in rows]
+
+    def updated_items_with_ts(self, since_ts: float) -> list[tuple[str, float]]:
+        """(item_id, update ts) of items upserted at or after `since_ts`, oldest first."""
+        with _guard("updated_items"):
+            rows = self._r.zrangebyscore(keys.items_updated(self.app), since_ts, "+inf", withscores=True)
+        return [(item_id, float(ts)) for item_id, ts in rows]
+
+    def updated_items(self, since_ts: float) -> list[str]:
+        """Ids of items upserted at or after `since_ts`, oldest first."""
+        return [item_id for item_id, _ in self.updated_items_with_ts(since_ts)]
+
+    # --- popularity -------------------------------------------------------------------------------
+
+    def _top(self, key: str, n: int, now: float | None, what: str) -> list[tuple[str, float]]:
+        if n < 1:
+            return []
+        with _guard(what):
+            pipe = self._pipe()
+            pipe.zrevrange(key, 0, n - 1, withscores=True)
+            pipe.get(keys.pop_t0(self.app))
+            rows, t0 = pipe.execute()
+        if t0 is None:
+            return []
+        at = self._clock() if now is None else now
+        return [(member, decayed(float(score), float(t0), at, self.half_life_s)) for member, score in rows]
+
+    def top_items(self, n: int, now: float | None = None) -> list[tuple[str, float]]:
+        """The `n` most popular items with their scores decayed to `now` (default: the clock)."""
+        return self._top(keys.pop_items(self.app), n, now, "top_items")
+
+    def top_categories(self, n: int, now: float | None = None) -> list[tuple[str, float]]:
+        """The `n` most popular category paths (as the items carry them) with decayed scores."""
+        return self._top(keys.pop_categories(self.app), n, now, "top_categories")
+
+    def hot_queries(self, n: int, now: float | None = None) -> list[tuple[str, float]]:
+        """The `n` hottest normalized queries with decayed counts (hot-search list)."""
+        return self._top(keys.pop_queries(self.app), n, now, "hot_queries")
+
+    def ping(self) -> bool:
+        """True if Redis answers (within the client's timeout)."""
+        try:
+            return bool(self._r.ping())
+        except (rex.RedisError, rex.RedisClusterException, OSError):
+            return False

@@ -1,0 +1,106 @@
+"""Shading words (the greyed-out default query) and search-discovery chips, from the user's signals.
+
+Both read the same signals: the categories of the user's recent events (Redis), the user's recent
+queries (Redis) and the interests in their profiles (consent applied), and the training log's
+query statistics (category → queries people clicked into it, query → queries searched with it).
+Hot queries fill in when the user gives us nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from features.store import UserState, normalize_query
+from offline_training.schema import CATEGORY_SEP, LIST_SEP
+from search.query_log import QueryStats
+from search.settings import SearchSettings
+
+
+@dataclass
+class UserSignals:
+    """What search personalization knows about one user (all empty for an anonymous visitor)."""
+
+    recent_queries: list[str] = field(default_factory=list)  # newest first, normalized
+    categories: list[str] = field(default_factory=list)  # category paths of recent events, most recent first
+    interests: list[str] = field(default_factory=list)  # top-level categories from the profiles
+
+    def top_levels(self) -> list[str]:
+        """Top-level categories the user cares about, strongest signal first."""
+        tops = [c.split(CATEGORY_SEP, 1)[0] for c in self.categories] + self.interests
+        return list(dict.fromkeys(t for t in tops if t))
+
+
+def user_signals(state: UserState | None, category_of: Callable[[str], str | None],
+                 profile_keys: Sequence[str]) -> UserSignals:
+    """Signals from a user's real-time state; `category_of` maps an item id to its category path,
+    `profile_keys` are the user's consented profile keys (`p.interests=美妆`)."""
+    if state is None:
+        return UserSignals()
+    categories = [c for item, _event, _ts in state.recent if (c := category_of(item))]
+    interests = [value for key in profile_keys for name, _, value in [key.partition("=")]
+                 if name.rsplit(".", 1)[-1] == "interests"]
+    interests = [v.strip() for value in interests for v in value.split(LIST_SEP) if v.strip()]
+    queries = [normalize_query(q) for q in state.recent_queries if q.strip()]
+    return UserSignals(list(dict.fromkeys(queries)), list(dict.fromkeys(categories)), list(dict.fromkeys(interests)))
+
+
+def _leaf(path: str) -> str:
+    return path.rsplit(CATEGORY_SEP, 1)[-1].strip()
+
+
+def _first_allowed(candidates: Iterable[str], settings: SearchSettings, avoid: set[str]) -> str | None:
+    return next((q for q in candidates if q and q not in avoid and not settings.blocked(q)), None)
+
+
+def shading(stats: QueryStats, signals: UserSignals, hot: Sequence[str],
+            settings: SearchSettings) -> tuple[str, str, str] | None:
+    """(query, source, reason) for an empty search box, or None when there is nothing to suggest.
+
+    Order: the category of the user's latest events (the query people search most for it, else its
+    name), a query searched together with the user's latest query, the profile's interests, then
+    the hottest query.
+    """
+    avoid = set(signals.recent_queries[:1])  # do not echo what the user just searched
+    for path in signals.categories[:3]:
+        query = _first_allowed([*stats.by_category.get(path, []), _leaf(path)], settings, avoid)
+        if query:
+            return query, "events", f"you looked at {path}"
+    for last in signals.recent_queries[:3]:
+        query = _first_allowed([p for p, _ in stats.related.get(last, [])], settings, avoid)
+        if query:
+            return query, "queries", f"searched with {last}"
+    for top in signals.interests:
+        query = _first_allowed([*stats.by_category.get(top, []), top], settings, avoid)
+        if query:
+            return query, "profile", f"you are interested in {top}"
+    query = _first_allowed(hot, settings, avoid)
+    if query:
+        return query, "hot", "hot search"
+    return None
+
+
+def discover(stats: QueryStats, signals: UserSignals, hot: Sequence[str], settings: SearchSettings,
+             n: int) -> list[tuple[str, str]]:
+    """Up to n (query, reason) chips: queries searched with the user's recent ones, then queries of
+    the user's interest categories, then hot queries; never the user's own recent queries."""
+    related = [(p, f"searched with {q}") for q in signals.recent_queries[:5] for p, _ in stats.related.get(q, [])]
+    paths = signals.categories[:5] + signals.top_levels()
+    by_interest = [(q, f"popular in {c}") for c in dict.fromkeys(paths) for q in stats.by_category.get(c, [])[:5]]
+    hottest = [(q, "hot search") for q in hot]
+    seen = set(signals.recent_queries)
+    chips: list[tuple[str, str]] = []
+
+    def take(rows: Sequence[tuple[str, str]], limit: int) -> None:
+        for query, reason in rows:
+            if len(chips) >= limit:
+                return
+            if query not in seen and not settings.blocked(query):
+                seen.add(query)
+                chips.append((query, reason))
+
+    take(related, (n + 1) // 2)  # half of the chips from co-occurrence, so interests also show
+    take(by_interest, n)
+    take(related, n)
+    take(hottest, n)
+    return chips

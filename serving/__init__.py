@@ -1,0 +1,1 @@
+"""Serving: the FastAPI app, thin routes over recsys / search / features, and the model registry."""

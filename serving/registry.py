@@ -1,0 +1,120 @@
+"""Which bundle each app serves, with hot reload.
+
+Serving never trains: it follows each app's `current` pointer. A newly published version is loaded
+and verified aside, then swapped in by replacing one reference, so requests in flight finish on the
+bundle they started with and none fail. A bundle that fails verification or loading is refused;
+the previous one keeps serving and the error is reported by `GET /v1/admin/models`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offline_training.config import config_from_dict
+from recsys import bundle
+from recsys.models import TrainedModels
+from recsys.related import unit_rows
+from serving.catalog import ServingCatalog
+from serving.search_state import SearchState
+
+log = logging.getLogger("minirec.registry")
+
+
+@dataclass
+class LoadedApp:
+    """One app's loaded bundle and what requests derive from it once."""
+
+    app_id: str
+    version: str
+    models: TrainedModels
+    catalog: ServingCatalog
+    event_weights: dict[str, float]
+    scopes: dict[str, tuple[str, ...]]
+    item_factors_unit: np.ndarray | None
+    loaded_at: float = field(default_factory=time.time)
+    #: Search index, query statistics and live item state; None for a bundle without a search index.
+    search: SearchState | None = None
+
+    @classmethod
+    def load(cls, app_id: str, loaded: bundle.Bundle) -> "LoadedApp":
+        models = TrainedModels.load(loaded)
+        cfg = config_from_dict(loaded.manifest["config"])
+        catalog = ServingCatalog(models, cfg.hybrid.price_bands)
+        return cls(
+            app_id=app_id,
+            version=loaded.version,
+            models=models,
+            catalog=catalog,
+            event_weights=dict(cfg.events.weights),
+            scopes=cfg.scope_map(),
+            item_factors_unit=unit_rows(models.als.item_factors) if models.als is not None else None,
+            search=SearchState.load(loaded, catalog),
+        )
+
+
+@dataclass
+class AppStatus:
+    version: str | None = None
+    loaded_at: float | None = None
+    last_error: str | None = None
+    last_check: float | None = None
+
+
+class ModelRegistry:
+    """The loaded bundle of every configured app."""
+
+    def __init__(self, artifacts: Path, app_ids: list[str]) -> None:
+        self.artifacts = artifacts
+        self.app_ids = list(app_ids)
+        self._apps: dict[str, LoadedApp] = {}
+        self._status: dict[str, AppStatus] = {a: AppStatus() for a in app_ids}
+        self._lock = threading.Lock()  # one reload at a time; reads never take it
+
+    def get(self, app_id: str) -> LoadedApp | None:
+        return self._apps.get(app_id)
+
+    def ready(self) -> bool:
+        return all(a in self._apps for a in self.app_ids)
+
+    def refresh(self) -> list[str]:
+        """Load every app whose published version differs from the loaded one; returns what changed."""
+        changed = []
+        with self._lock:
+            for app_id in self.app_ids:
+                status = self._status[app_id]
+                status.last_check = time.time()
+                try:
+                    wanted = bundle.current_version(self.artifacts, app_id)
+                except OSError as exc:
+                    status.last_error = f"cannot read the current pointer: {exc}"
+                    continue
+                loaded = self._apps.get(app_id)
+                if wanted is None or (loaded is not None and loaded.version == wanted):
+                    if wanted is None:
+                        status.last_error = f"no published model in {self.artifacts / app_id}"
+                    continue
+                if status.last_error and status.last_error.startswith(f"refused {wanted}:"):
+                    continue  # already refused this version; wait for a new publish
+                try:
+                    fresh = LoadedApp.load(app_id, bundle.verify(bundle.app_dir(self.artifacts, app_id) / wanted))
+                except (bundle.BundleError, OSError, ValueError, KeyError) as exc:
+                    status.last_error = f"refused {wanted}: {exc}"
+                    log.error("app %s: refused version %s, still serving %s: %s", app_id, wanted,
+                              loaded.version if loaded else "nothing", exc)
+                    continue
+                self._apps[app_id] = fresh  # the swap: one reference replaced
+                status.version, status.loaded_at, status.last_error = fresh.version, fresh.loaded_at, None
+                changed.append(app_id)
+                log.info("app %s: serving version %s", app_id, fresh.version)
+        return changed
+
+    def status(self) -> list[dict[str, Any]]:
+        return [{"app_id": a, "version": s.version, "loaded_at": s.loaded_at, "last_error": s.last_error,
+                 "last_check": s.last_check} for a, s in self._status.items()]

@@ -1,0 +1,74 @@
+"""Recommendation shelves: home feed, exclusive (member-only) items, related items."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Query
+
+from features.store import UserState
+from serving.deps import AppId, Context, Loaded
+from serving.pipeline import Item, rank, related_scored, score_user
+from serving.registry import LoadedApp
+from serving.schemas import ItemOut, RecommendationOut
+
+router = APIRouter(prefix="/v1/apps/{app_id}/recommend", tags=["recommend"])
+
+MAX_N = 100
+UserId = Annotated[str | None, Query(max_length=128, description="The user; omit for an anonymous visitor")]
+N = Annotated[int, Query(ge=1, le=MAX_N, description=f"Items to return (1..{MAX_N})")]
+Offset = Annotated[int, Query(ge=0, le=1000, description="Items to skip (stable pagination)")]
+
+
+def user_state(ctx: Context, app_id: str, user_id: str | None) -> tuple[UserState | None, bool]:
+    """The user's real-time state from Redis, or (None, degraded=True) when Redis is unreachable."""
+    if not user_id:
+        return None, False
+    return ctx.gate.try_run(lambda: ctx.stores[app_id].user_state(user_id))
+
+
+def respond(loaded: LoadedApp, items: list[Item], strategy: str, degraded: bool, note: str | None) -> RecommendationOut:
+    return RecommendationOut(request_id=uuid.uuid4().hex, model_version=loaded.version, strategy=strategy,
+                             degraded=degraded, note=note, items=[ItemOut(**vars(i)) for i in items])
+
+
+@router.get("/home", response_model=RecommendationOut, summary="Personalized home feed")
+def home(ctx: Context, app_id: AppId, loaded: Loaded, user_id: UserId = None, n: N = 20, offset: Offset = 0,
+         category: Annotated[str | None, Query(max_length=200, description="Only this category path")] = None
+         ) -> RecommendationOut:
+    state, degraded = user_state(ctx, app_id, user_id)
+    rules = ctx.config.apps[app_id].scenes["home"]
+    items, strategy, note = rank(loaded, user_id, state, rules, n=n, offset=offset, category=category)
+    return respond(loaded, items, strategy, degraded, note)
+
+
+@router.get("/exclusive", response_model=RecommendationOut, summary="Member-only items the user may see")
+def exclusive(ctx: Context, app_id: AppId, loaded: Loaded, user_id: UserId = None, n: N = 20,
+              offset: Offset = 0) -> RecommendationOut:
+    state, degraded = user_state(ctx, app_id, user_id)
+    rules = ctx.config.apps[app_id].scenes["exclusive"]
+    items, strategy, note = rank(loaded, user_id, state, rules, n=n, offset=offset, only_restricted=True)
+    if not items and note is None:
+        note = "no member-only items this user is eligible for"
+    return respond(loaded, items, strategy, degraded, note)
+
+
+@router.get("/related/{item_id}", response_model=RecommendationOut, summary="Related items for a detail page")
+def related(ctx: Context, app_id: AppId, loaded: Loaded, item_id: str, user_id: UserId = None, n: N = 10,
+            offset: Offset = 0) -> RecommendationOut:
+    state, degraded = user_state(ctx, app_id, user_id)
+    rules = ctx.config.apps[app_id].scenes["related"]
+    user = score_user(loaded, user_id, state) if user_id else None
+    scored = related_scored(loaded, item_id, user)
+    note = None
+    if scored is None:  # unknown item: the user's own feed is the best shelf we have
+        scored = user or score_user(loaded, None, None)
+        note = f"unknown item {item_id!r}: showing the home feed instead"
+    anchor = loaded.models.items.get(item_id)
+    exclude = np.array([anchor]) if anchor is not None else None
+    items, strategy, rank_note = rank(loaded, user_id, state, rules, n=n, offset=offset, scored=scored,
+                                      exclude=exclude)
+    items = [i for i in items if i.item_id != item_id]
+    return respond(loaded, items, strategy, degraded, note or rank_note)

@@ -1,0 +1,82 @@
+"""Request and response bodies of the HTTP API (they also make the OpenAPI docs at /docs)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+EVENT_TYPES = ("impression", "view", "click", "favorite", "cart", "purchase", "search")
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    score: float = Field(description="The item's final score in this response (higher is better)")
+    reason: str = Field(description="Why it is here, short enough for a UI hint")
+    title: str
+    category: str
+    price: float
+
+
+class RecommendationOut(BaseModel):
+    request_id: str = Field(description="Send it back with events on these items to credit this response")
+    model_version: str
+    strategy: str = Field(description="als | als+recent | recent | hybrid | popularity | related | related+user")
+    degraded: bool = Field(description="true while Redis is unreachable: no real-time features or rules")
+    note: str | None = None
+    items: list[ItemOut]
+
+
+class EventIn(BaseModel):
+    """One event; validated one by one so that a bad event does not sink its batch."""
+
+    event_id: str = Field(min_length=1, max_length=128, description="Unique id; a repeated id is ignored")
+    user_id: str = Field(min_length=1, max_length=128)
+    type: Literal["impression", "view", "click", "favorite", "cart", "purchase", "search"]
+    item_id: str | None = Field(default=None, max_length=128)
+    query: str | None = Field(default=None, max_length=100)
+    ts: float | None = Field(default=None, description="Unix seconds; default: when received")
+    request_id: str | None = Field(default=None, max_length=64)
+    value: float = 1.0
+
+
+class EventsIn(BaseModel):
+    events: list[dict] = Field(max_length=1000, description="At most 1000 events per batch")
+
+
+class Rejected(BaseModel):
+    index: int
+    reason: str
+
+
+class EventsOut(BaseModel):
+    accepted: int = Field(description="New events applied")
+    duplicates: int = Field(description="Events whose event_id was seen before (ignored)")
+    rejected: list[Rejected]
+    degraded: bool = Field(description="true if Redis was unreachable: events are logged durably but "
+                                       "real-time features will not reflect them")
+
+
+class ProfileIn(BaseModel):
+    fields: dict[str, str] = Field(description="Profile fields to set; an empty string deletes a field",
+                                   max_length=100)
+
+
+class PlatformProfileIn(ProfileIn):
+    consent: str | None = Field(default=None, description="Consent scopes, '|'-separated (e.g. basic|interests)")
+
+
+class ItemIn(BaseModel):
+    title: str | None = Field(default=None, max_length=200)
+    category: str | None = Field(default=None, max_length=200)
+    brand: str | None = Field(default=None, max_length=100)
+    tags: str | None = Field(default=None, max_length=500)
+    price: float | None = Field(default=None, ge=0)
+    stock: int | None = Field(default=None, ge=0)
+    visible: bool | None = None
+    audience: str | None = Field(default=None, max_length=200)
+
+
+class OkOut(BaseModel):
+    ok: bool = True
+    degraded: bool = False

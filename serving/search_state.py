@@ -1,0 +1,278 @@
+"""One app's search state at serving time: the bundle's index and query statistics plus live changes.
+
+Document ids: a trained item's id is its catalog position (as in the bundle's index); an item
+published after training gets the next free id (`n_base`, `n_base + 1`, …) in the index's overlay.
+
+Live changes come from `ServingCatalog.apply_updates` (this worker at once on `PUT items/{id}`, the
+other workers at their next sync, about a second later), which calls `apply_updates` here:
+- visibility, stock and price live in per-document arrays that every query reads as its candidate
+  mask, so a hidden or sold-out item drops out of the very next query, with no index change;
+- a new item, or a trained item whose title, brand, category or tags changed, is re-tokenized and
+  upserted into the BM25 overlay (milliseconds), and its brand, category and title join the
+  direct-hit dictionary; a fresh bundle starts from the base index and replays every upsert.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offline_training.schema import CATEGORY_SEP, ITEMS, LIST_SEP
+from recsys import bundle
+from recsys.item_features import catalog_tokenizer, category_levels
+from search.bm25 import BM25Index
+from search.item_index import QUERIES_NAME, item_fields, load_item_index
+from search.query_log import QueryStats
+from search.settings import SearchSettings, SettingsFile
+from search.suggest import SuggestIndex, key_of
+from search.tokenizer import Tokenizer
+from serving.catalog import ServingCatalog
+
+TEXT_FIELDS = ("title", "brand", "category", "tags")
+#: Seconds a live hot list read from Redis is reused (hot, suggest and discovery share it).
+HOT_TTL_S = 2.0
+HOT_FETCH = 200
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+@dataclass(frozen=True)
+class Direct:
+    """A query that names something exactly: a brand, a category or one item."""
+
+    type: str  # brand | category | item
+    name: str
+    target: str  # the brand, the category path, or the item id
+
+
+@dataclass(frozen=True)
+class LiveHot:
+    """A cached read of the live hot queries (None: Redis was unreachable)."""
+
+    rows: list[tuple[str, float]] | None
+    index: SuggestIndex | None
+    expires: float
+
+
+class SearchState:
+    """Index, tokenizer, query statistics, suggest terms and live item state of one loaded bundle."""
+
+    def __init__(self, index: BM25Index, tokenizer: Tokenizer, stats: QueryStats, catalog: ServingCatalog,
+                 settings: SettingsFile) -> None:
+        self.index = index
+        self.tokenizer = tokenizer
+        self.stats = stats
+        self.catalog = catalog
+        self.settings_file = settings
+        cat = catalog.models.catalog
+        self.n_base = len(catalog.ids)
+        if index.n_base != self.n_base:
+            raise ValueError(f"search index has {index.n_base} documents, the catalog {self.n_base} items")
+        self.visible = cat["visible"].astype(bool).to_numpy().copy()
+        self.stock = cat["stock"].to_numpy(dtype=np.float64).copy()
+        self.new_prices = np.zeros(0)
+        #: rows of documents changed or added live (doc id → full item row), and new items' doc ids
+        self.rows: dict[int, dict[str, Any]] = {}
+        self.new_docs: dict[str, int] = {}
+        self.live_terms: set[str] = set()  # tokens of live documents (the base has `index.spans`)
+        self.top_levels = sorted({c.split(CATEGORY_SEP, 1)[0] for c in catalog.categories})
+        self.suggest = SuggestIndex(stats.terms, self.top_levels)
+        self.direct: dict[str, Direct] = {}
+        self._brand_docs: dict[str, list[int]] = {}
+        for i, row in enumerate(cat[["item_id", "title", "brand", "category"]].astype(str).itertuples(index=False)):
+            self._learn(i, row.item_id, row.title, row.brand, row.category)
+        self._hot = LiveHot(None, None, 0.0)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, loaded: bundle.Bundle, catalog: ServingCatalog) -> "SearchState | None":
+        """The search state of a bundle, attached to its catalog's live updates; None for a bundle
+        trained before search existed (search routes then answer 503 until the next training)."""
+        index = load_item_index(loaded)
+        if index is None or not loaded.has(f"{QUERIES_NAME}.json"):
+            return None
+        state = cls(index, catalog_tokenizer(catalog.models.catalog), QueryStats(loaded.json(QUERIES_NAME)),
+                    catalog, SettingsFile(Path(loaded.path).parent))
+        catalog.listeners.append(state.apply_updates)
+        return state
+
+    @property
+    def settings(self) -> SearchSettings:
+        return self.settings_file.get()
+
+    # --- direct hits ------------------------------------------------------------------------
+    def _learn(self, doc: int, item_id: str, title: str, brand: str, category: str) -> None:
+        """Add an item's brand, category levels and title to the direct-hit dictionary.
+        On a name clash a brand wins over a category, and a category over an item title."""
+        if brand.strip():
+            self.direct.setdefault(key_of(brand), Direct("brand", brand.strip(), brand.strip()))
+            self._brand_docs.setdefault(key_of(brand), []).append(doc)
+        for path in category_levels(category):
+            for name in (path, path.rsplit(CATEGORY_SEP, 1)[-1]):
+                known = self.direct.get(key_of(name))
+                if known is None or known.type == "item":
+                    self.direct[key_of(name)] = Direct("category", name, path)
+        title_key = key_of(title)
+        if title_key and title_key not in self.direct:
+            self.direct[title_key] = Direct("item", title.strip(), item_id)
+
+    def direct_hit(self, query: str, allowed: np.ndarray) -> tuple[Direct, int] | None:
+        """(target, number of allowed items behind it) if the query names a brand, category or item."""
+        found = self.direct.get(key_of(query))
+        if found is None:
+            return None
+        if found.type == "brand":
+            docs = np.array(self._brand_docs.get(key_of(found.name), []), dtype=np.int64)
+            count = int(allowed[docs[docs < len(allowed)]].sum())
+        elif found.type == "item":
+            doc = self.doc_of(found.target)
+            count = int(doc is not None and doc < len(allowed) and bool(allowed[doc]))
+        else:
+            count = int(self.category_mask(found.target, len(allowed))[0][allowed].sum())
+        return (found, count) if count else None
+
+    # --- documents ----------------------------------------------------------------------------
+    def doc_of(self, item_id: str) -> int | None:
+        idx = self.catalog.models.items.get(item_id)
+        return idx if idx is not None else self.new_docs.get(item_id)
+
+    def item_id(self, doc: int) -> str:
+        return self.catalog.ids[doc] if doc < self.n_base else str(self.rows[doc]["item_id"])
+
+    def row(self, doc: int) -> dict[str, Any]:
+        """The item's current fields (live changes applied)."""
+        if doc in self.rows:
+            return self.rows[doc]
+        cat = self.catalog
+        return {"item_id": cat.ids[doc], "title": str(cat.titles[doc]), "category": str(cat.categories[doc]),
+                "brand": str(cat.brands[doc]), "tags": str(cat.models.catalog["tags"].iat[doc]),
+                "price": float(cat.prices[doc])}
+
+    def known_token(self, token: str) -> bool:
+        return token in self.index.spans or token in self.live_terms
+
+    # --- candidate masks ----------------------------------------------------------------------
+    def n_docs(self) -> int:
+        return self.n_base + len(self.new_docs)
+
+    def prices(self) -> np.ndarray:
+        return np.concatenate([self.catalog.prices, self.new_prices])
+
+    def base_mask(self, merchant_profile: dict[str, str], in_stock: bool) -> np.ndarray:
+        """Items this user may see: visible, eligible (audience) and, unless `in_stock` is false, in stock."""
+        n = self.n_docs()
+        visible, stock = self.visible[:n], self.stock[:n]
+        mask = visible & (stock > 0) if in_stock else visible.copy()
+        eligible, _ = self.catalog.audience_masks(merchant_profile)
+        mask[: self.n_base] &= eligible
+        for doc in self.new_docs.values():
+            rule = str(self.rows[doc].get("audience") or "")
+            if rule:
+                field, _, values = rule.partition(":")
+                if merchant_profile.get(field, "") not in {v.strip() for v in values.split(LIST_SEP)}:
+                    mask[doc] = False
+        return mask
+
+    def category_mask(self, category: str, n: int) -> tuple[np.ndarray, bool]:
+        """(items in the category path or below it, whether the category is known at all)."""
+        path = category.strip().strip(CATEGORY_SEP)
+        mask = np.zeros(n, dtype=bool)
+        members = self.catalog.category_items(path)
+        known = members is not None
+        if members is not None:
+            mask[members[members < n]] = True
+        for doc in self.new_docs.values():
+            cat = str(self.rows[doc].get("category", ""))
+            if doc < n and (cat == path or cat.startswith(path + CATEGORY_SEP)):
+                mask[doc] = known = True
+        return mask, known
+
+    # --- live changes -----------------------------------------------------------------------------
+    def apply_updates(self, updates: dict[str, dict[str, Any]]) -> None:
+        """Apply item upserts (called by `ServingCatalog.apply_updates`); see the module docstring."""
+        with self._lock:
+            for item_id, fields in updates.items():
+                self._apply_one(str(item_id), fields)
+
+    def _apply_one(self, item_id: str, fields: dict[str, Any]) -> None:
+        idx = self.catalog.models.items.get(item_id)
+        fresh = idx is None and item_id not in self.new_docs
+        if fresh and not {"title", "category"} <= set(fields):
+            return  # the API refuses such a new item; an incomplete row from Redis is ignored too
+        if idx is not None:
+            doc, before = idx, self.row(idx)
+        elif not fresh:
+            doc = self.new_docs[item_id]
+            before = self.rows[doc]
+        else:
+            doc = self.n_docs()
+            before = {c.name: ("" if c.default is None else c.default) for c in ITEMS.columns}
+        row = {**before, **{k: v for k, v in fields.items() if v is not None}, "item_id": item_id}
+        text_changed = doc >= self.n_base or any(str(row.get(f, "")) != str(before.get(f, "")) for f in TEXT_FIELDS)
+        if text_changed or doc in self.rows:
+            self.rows[doc] = row
+        # order matters for concurrent readers: arrays and row first, then the id, then the postings
+        # (a query's mask must always cover every document id the index can return)
+        if fresh:
+            self._grow(doc + 1)
+        if "visible" in fields:
+            self.visible[doc] = _as_bool(fields["visible"])
+        if "stock" in fields:
+            self.stock[doc] = float(fields["stock"])
+        if doc >= self.n_base:
+            self.new_prices[doc - self.n_base] = float(row.get("price") or 0.0)
+        if fresh:
+            self.new_docs[item_id] = doc
+        if text_changed:
+            # a new brand or tag becomes one token for queries too
+            self.tokenizer.add_words([str(row.get("brand", ""))] + str(row.get("tags", "")).split(LIST_SEP)
+                                     + str(row.get("category", "")).split(CATEGORY_SEP))
+            tokens = item_fields(row, self.tokenizer)
+            self.live_terms.update(t for toks in tokens.values() for t in toks)
+            self.index.upsert(doc, tokens)
+            self._learn(doc, item_id, str(row.get("title", "")), str(row.get("brand", "")),
+                        str(row.get("category", "")))
+
+    def _grow(self, n: int) -> None:
+        """Make room for new documents (arrays are replaced, never resized in place under readers)."""
+        if n <= len(self.visible):
+            extra = n - self.n_base - len(self.new_prices)
+            if extra > 0:
+                self.new_prices = np.concatenate([self.new_prices, np.zeros(extra)])
+            return
+        size = max(n, int(len(self.visible) * 1.25) + 16)
+        visible, stock = np.zeros(size, dtype=bool), np.zeros(size)
+        visible[: len(self.visible)], stock[: len(self.stock)] = self.visible, self.stock
+        # new items start visible and in stock unless their fields say otherwise
+        visible[len(self.visible):], stock[len(self.stock):] = True, 1.0
+        self.visible, self.stock = visible, stock
+        self.new_prices = np.concatenate([self.new_prices, np.zeros(n - self.n_base - len(self.new_prices))])
+
+    # --- live hot queries -------------------------------------------------------------------------
+    def live_hot(self, fetch: Callable[[], list[tuple[str, float]] | None]) -> LiveHot:
+        """The live hot queries, read through `fetch` at most every `HOT_TTL_S` seconds per worker.
+
+        `fetch` returns None when Redis is unreachable; the previous list is then kept (and the
+        answer is marked as degraded by the caller) until the next successful read.
+        """
+        hot = self._hot
+        now = time.monotonic()
+        if now < hot.expires:
+            return hot
+        rows = fetch()
+        if rows is None:  # keep the last suggest terms, report no live list until the next read
+            self._hot = LiveHot(None, hot.index, now + HOT_TTL_S)
+        else:
+            index = SuggestIndex.of_texts(rows, "hot", self.top_levels) if rows else None
+            self._hot = LiveHot(rows, index, now + HOT_TTL_S)
+        return self._hot

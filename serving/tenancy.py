@@ -1,0 +1,132 @@
+"""`minirec.toml`: the server's apps, their API keys (stored as sha256) and scene rules.
+
+Keys are random tokens of at least 16 characters, so a plain sha256 is enough to store them (no
+salt or slow hash needed: there is nothing to brute-force in a high-entropy token). Comparisons are
+constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recsys.bundle import check_app_name
+from serving.scenes import SceneRules, parse_scenes
+
+MIN_KEY_LENGTH = 16
+
+
+class TenancyError(ValueError):
+    """minirec.toml is missing, unreadable or inconsistent; the message says where."""
+
+
+def hash_key(key: str) -> str:
+    """The stored form of an API key."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    """A fresh random API key."""
+    return "mr_" + secrets.token_urlsafe(24)
+
+
+def key_matches(key: str | None, digest: str) -> bool:
+    return key is not None and hmac.compare_digest(hash_key(key), digest)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    app_id: str
+    key_sha256: str
+    scenes: dict[str, SceneRules]
+    #: Optional data folder whose profiles are loaded into Redis at start (first deployment, demo).
+    seed_data: Path | None = None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    artifacts: Path
+    state_dir: Path
+    redis_url: str | None
+    reload_interval_s: float
+    admin_key_sha256: str
+    platform_key_sha256: str | None
+    apps: dict[str, AppConfig] = field(default_factory=dict)
+    #: Report ready while Redis is down (serving degraded on purpose) instead of not ready.
+    ready_when_degraded: bool = False
+
+    def app_for_key(self, key: str | None) -> str | None:
+        """The app id whose key this is, if any."""
+        return next((a.app_id for a in self.apps.values() if key_matches(key, a.key_sha256)), None)
+
+
+def _sha(table: dict[str, Any], name: str, where: str, required: bool = True) -> str | None:
+    value = table.get(name)
+    if value is None:
+        if required:
+            raise TenancyError(f"{where}: missing '{name}' (sha256 of the key; `minirec keys new` makes one)")
+        return None
+    if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+        raise TenancyError(f"{where}.{name}: expected a lowercase hex sha256 (64 characters)")
+    return value
+
+
+def load_server_config(path: str | Path, redis_url: str | None = None) -> ServerConfig:
+    """Read minirec.toml; relative paths in it are relative to the file. `redis_url` overrides the file's."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise TenancyError(f"{path}: not found (create one with `minirec serve --init`)") from exc
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise TenancyError(f"{path}: {exc}") from exc
+    base = path.resolve().parent
+    server = raw.get("server", {})
+    apps_raw = raw.get("apps", {})
+    if not apps_raw:
+        raise TenancyError(f"{path}: no [apps.<id>] table")
+    apps = {}
+    for app_id, table in apps_raw.items():
+        try:
+            check_app_name(app_id)
+        except ValueError as exc:
+            raise TenancyError(f"{path}: {exc}") from exc
+        seed = table.get("seed_data")
+        apps[app_id] = AppConfig(
+            app_id=app_id,
+            key_sha256=_sha(table, "api_key_sha256", f"{path} [apps.{app_id}]") or "",
+            scenes=parse_scenes(table.get("scenes", {}), f"{path} [apps.{app_id}.scenes]"),
+            seed_data=(base / seed) if seed else None,
+        )
+    digests = [a.key_sha256 for a in apps.values()]
+    if len(set(digests)) != len(digests):
+        raise TenancyError(f"{path}: two apps share one API key")
+    return ServerConfig(
+        artifacts=base / server.get("artifacts", "artifacts"),
+        state_dir=base / server.get("state_dir", ".minirec-state"),
+        redis_url=redis_url if redis_url is not None else server.get("redis_url"),
+        reload_interval_s=float(server.get("reload_interval_seconds", 2.0)),
+        admin_key_sha256=_sha(server, "admin_key_sha256", f"{path} [server]") or "",
+        platform_key_sha256=_sha(server, "platform_key_sha256", f"{path} [server]", required=False),
+        apps=apps,
+        ready_when_degraded=bool(server.get("ready_when_degraded", False)),
+    )
+
+
+def write_server_config(path: Path, apps: dict[str, str], admin_key: str, platform_key: str | None,
+                        artifacts: str = "artifacts", seed_data: dict[str, str] | None = None) -> None:
+    """Write a minimal minirec.toml for the given app → key pairs (keys are stored hashed)."""
+    lines = ["[server]", f'artifacts = "{artifacts}"', 'state_dir = ".minirec-state"',
+             "reload_interval_seconds = 2.0", f'admin_key_sha256 = "{hash_key(admin_key)}"']
+    if platform_key:
+        lines.append(f'platform_key_sha256 = "{hash_key(platform_key)}"')
+    for app_id, key in apps.items():
+        lines += ["", f"[apps.{app_id}]", f'api_key_sha256 = "{hash_key(key)}"']
+        if seed_data and app_id in seed_data:
+            lines.append(f'seed_data = "{seed_data[app_id]}"')
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

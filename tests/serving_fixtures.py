@@ -1,0 +1,46 @@
+"""A small trained app and server configs for the serving tests (real data files, real models)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from offline_training.config import load_config
+from offline_training.synth import generate_mall
+from offline_training.train import train
+from serving.tenancy import ServerConfig, load_server_config, write_server_config
+
+APP_KEY = "shop-key-0123456789"
+OTHER_KEY = "other-key-0123456789"
+ADMIN_KEY = "admin-key-0123456789"
+PLATFORM_KEY = "platform-key-0123456789"
+
+FAST = """
+[als]
+factors = 16
+iterations = 8
+[hybrid]
+no_components = 16
+epochs = 5
+[evaluate]
+protocols = []
+"""
+
+
+def build_app(root: Path) -> Path:
+    """Generate a small mall, train app `shop` into root/artifacts; returns root."""
+    generate_mall(root / "data", users=600, items=300, events=25_000, seed=5, progress=False)
+    (root / "fast.toml").write_text(FAST)
+    train(root / "data", root / "artifacts", "shop", config=load_config(root / "fast.toml"), progress=False)
+    shutil.copytree(root / "artifacts" / "shop", root / "artifacts" / "other")  # a second tenant
+    return root
+
+
+def server_config(root: Path, workdir: Path, redis_url: str | None, scenes: str = "") -> ServerConfig:
+    """A minirec.toml for apps `shop` and `other` (no bundle) with state in `workdir`."""
+    path = workdir / "minirec.toml"
+    write_server_config(path, {"shop": APP_KEY, "other": OTHER_KEY}, ADMIN_KEY, PLATFORM_KEY,
+                        artifacts=str(root / "artifacts"), seed_data={"shop": str(root / "data")})
+    text = path.read_text().replace('state_dir = ".minirec-state"', f'state_dir = "{workdir / "state"}"')
+    path.write_text(text + scenes)
+    return load_server_config(path, redis_url=redis_url)
