@@ -184,3 +184,36 @@ def test_printed_defaults_are_a_valid_config(tmp_path, capsys):
     path = tmp_path / "defaults.toml"
     path.write_text(capsys.readouterr().out)
     assert load_config(path).to_dict() == TrainConfig().to_dict()
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_interrupted_training_publishes_nothing(trained, mall, tmp_path, sig):
+    """Stop a real `minirec train` process midway: no new version, `current` untouched."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    artifacts, version = trained
+    before = bundle.versions(artifacts, "shop")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    log, config = tmp_path / "train.log", tmp_path / "fast.toml"
+    config.write_text(FAST_CONFIG)
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "minirec.cli", "train", "--data", str(mall), "--out",
+                                 str(artifacts), "--app", "shop", "--no-eval", "--config", str(config)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(p.name.startswith(".staging-")
+                                                  for p in (artifacts / "shop").iterdir()):
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before it could be interrupted: {log.read_text()[-500:]}")
+        time.sleep(0.01)
+    proc.send_signal(getattr(signal, sig))
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert bundle.versions(artifacts, "shop") == before
+    assert bundle.current_version(artifacts, "shop") == version
+    if sig == "SIGINT":  # a clean stop also removes its staging folder
+        assert not [p for p in (artifacts / "shop").iterdir() if p.name.startswith(".staging-")]
