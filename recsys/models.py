@@ -67,13 +67,14 @@ class TrainedModels:
 
     def profile_user_scores(self, keys_per_user: list[list[str]]) -> np.ndarray:
         """First-visit users: z(profile-neighbour popularity) blended with z(hybrid)."""
-        kernel = zscore(np.stack([self.kernel.scores(keys) for keys in keys_per_user]))
         w = self.hybrid_weight
-        if w == 0:
-            return kernel
-        model: HybridModel = _require(self.hybrid, "hybrid")
-        hybrid = zscore(model.scores(model.user_matrix(keys_per_user)))
-        return (1 - w) * kernel + w * hybrid
+        blend = np.zeros((len(keys_per_user), len(self.items)))
+        if w < 1:
+            blend += (1 - w) * zscore(np.stack([self.kernel.scores(keys) for keys in keys_per_user]))
+        if w > 0:
+            model: HybridModel = _require(self.hybrid, "hybrid")
+            blend += w * zscore(model.scores(model.user_matrix(keys_per_user)))
+        return blend
 
     def popularity_scores(self) -> np.ndarray:
         return self.popularity.global_scores()
