@@ -16,6 +16,7 @@ from offline_training.datafolder import load_data_folder
 from offline_training.evaluate import evaluate
 from offline_training.fit import fit_models
 from recsys import bundle
+from search.item_index import save_search_index
 
 
 @dataclass
@@ -66,6 +67,7 @@ def train(data_dir: str | os.PathLike, artifacts: str | os.PathLike, app: str, *
     models = fit_models(data, cfg, progress=progress)
     with bundle.BundleWriter(artifacts, app) as writer:
         models.save(writer)
+        save_search_index(writer, models.catalog, data.queries)
         writer.save_json("report", reports)
         writer.save_bytes("report.md", report_mod.markdown(reports, f"{app} {writer.version}").encode())
         writer.save_bytes("report.png", report_mod.bar_chart(reports))

@@ -18,7 +18,3 @@ def hot_list(live: Sequence[tuple[str, float]] | None, popular: Sequence[tuple[s
             return allowed[:n], source
     return [], "training"
 
-
-def live_fetch_size(n: int, settings: SearchSettings) -> int:
-    """How many live queries to read so that n survive the blocklist in the usual case."""
-    return n + 2 * len(settings.blocklist) + 10

@@ -30,6 +30,7 @@ CANDIDATES = 50
 #: Score added to the user's own recent queries and to terms of their interest categories.
 RECENT_BOOST = 3.0
 INTEREST_BOOST = 1.0
+_TYPED = ("query", "hot", "history")  # kinds whose text is as users typed it (often lower case)
 
 
 def key_of(text: str) -> str:
@@ -127,20 +128,22 @@ def suggest(prefix: str, indexes: Sequence[SuggestIndex], n: int, recent_queries
     if not key:
         return []
     recent = {key_of(q) for q in recent_queries}
-    found: dict[str, list] = {}  # text → [kind, score, mask]
+    found: dict[str, list] = {}  # key → [text, kind, score, interest mask]; "Apple" and "apple" are one
     for index in indexes:
         wanted = index.mask(interests)
         for term in index.candidates(key):
-            text = index.texts[term]
-            entry = found.setdefault(text, [index.kinds[term], 0.0, 0])
-            entry[1] += float(index.weights[term])
-            entry[2] |= index.masks[term] & wanted
+            text, kind = index.texts[term], index.kinds[term]
+            entry = found.setdefault(key_of(text), [text, kind, 0.0, 0])
+            if entry[1] in _TYPED and kind not in _TYPED:  # show the catalog's spelling ("Apple")
+                entry[0], entry[1] = text, kind
+            entry[2] += float(index.weights[term])
+            entry[3] |= index.masks[term] & wanted
     for query in recent_queries:  # the user's own searches match even when nobody else typed them
-        if query not in found and any(k.startswith(key) for k in _cached_keys(query)):
-            found[query] = ["history", 0.0, 0]
+        if key_of(query) not in found and any(k.startswith(key) for k in _cached_keys(query)):
+            found[key_of(query)] = [query, "history", 0.0, 0]
     scored = []
-    for text, (kind, score, interest) in found.items():
-        if key_of(text) in recent:
+    for text_key, (text, kind, score, interest) in found.items():
+        if text_key in recent:
             score += RECENT_BOOST
         if interest:
             score += INTEREST_BOOST

@@ -24,7 +24,7 @@ from serving.context import ServingContext
 from serving.errors import install_error_handlers
 from serving.metrics import Metrics
 from serving.registry import ModelRegistry
-from serving.routes import admin, events, health, items, profiles, recommend
+from serving.routes import admin, events, health, items, profiles, recommend, search
 from serving.tenancy import ServerConfig, load_server_config
 
 log = logging.getLogger("minirec.serving")
@@ -97,7 +97,7 @@ def create_app(config: ServerConfig | str | Path | None = None) -> FastAPI:
                   description="Recommendations and search for merchants' mini-programs. Every route under "
                               "/v1/apps/{app_id}/ needs the app's key in X-API-Key.")
     install_error_handlers(app)
-    for module in (recommend, events, profiles, items, admin, health):
+    for module in (recommend, search, events, profiles, items, admin, health):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -61,7 +61,7 @@ class LiveHot:
 
     rows: list[tuple[str, float]] | None
     index: SuggestIndex | None
-    expires: float
+    fetched_at: float
 
 
 class SearchState:
@@ -78,6 +78,7 @@ class SearchState:
         self.n_base = len(catalog.ids)
         if index.n_base != self.n_base:
             raise ValueError(f"search index has {index.n_base} documents, the catalog {self.n_base} items")
+        self.tags = cat["tags"].astype(str).to_numpy(dtype=object)
         self.visible = cat["visible"].astype(bool).to_numpy().copy()
         self.stock = cat["stock"].to_numpy(dtype=np.float64).copy()
         self.new_prices = np.zeros(0)
@@ -88,10 +89,11 @@ class SearchState:
         self.top_levels = sorted({c.split(CATEGORY_SEP, 1)[0] for c in catalog.categories})
         self.suggest = SuggestIndex(stats.terms, self.top_levels)
         self.direct: dict[str, Direct] = {}
-        self._brand_docs: dict[str, list[int]] = {}
+        self._brand_docs: dict[str, set[int]] = {}
+        self._brand_of: dict[int, str] = {}
         for i, row in enumerate(cat[["item_id", "title", "brand", "category"]].astype(str).itertuples(index=False)):
             self._learn(i, row.item_id, row.title, row.brand, row.category)
-        self._hot = LiveHot(None, None, 0.0)
+        self._hot = LiveHot(None, None, -HOT_TTL_S)
         self._lock = threading.Lock()
 
     @classmethod
@@ -114,9 +116,13 @@ class SearchState:
     def _learn(self, doc: int, item_id: str, title: str, brand: str, category: str) -> None:
         """Add an item's brand, category levels and title to the direct-hit dictionary.
         On a name clash a brand wins over a category, and a category over an item title."""
+        old = self._brand_of.pop(doc, None)
+        if old is not None:  # a live change may move an item to another brand
+            self._brand_docs[old].discard(doc)
         if brand.strip():
             self.direct.setdefault(key_of(brand), Direct("brand", brand.strip(), brand.strip()))
-            self._brand_docs.setdefault(key_of(brand), []).append(doc)
+            self._brand_docs.setdefault(key_of(brand), set()).add(doc)
+            self._brand_of[doc] = key_of(brand)
         for path in category_levels(category):
             for name in (path, path.rsplit(CATEGORY_SEP, 1)[-1]):
                 known = self.direct.get(key_of(name))
@@ -132,7 +138,7 @@ class SearchState:
         if found is None:
             return None
         if found.type == "brand":
-            docs = np.array(self._brand_docs.get(key_of(found.name), []), dtype=np.int64)
+            docs = np.fromiter(self._brand_docs.get(key_of(found.name), ()), dtype=np.int64)
             count = int(allowed[docs[docs < len(allowed)]].sum())
         elif found.type == "item":
             doc = self.doc_of(found.target)
@@ -155,7 +161,7 @@ class SearchState:
             return self.rows[doc]
         cat = self.catalog
         return {"item_id": cat.ids[doc], "title": str(cat.titles[doc]), "category": str(cat.categories[doc]),
-                "brand": str(cat.brands[doc]), "tags": str(cat.models.catalog["tags"].iat[doc]),
+                "brand": str(cat.brands[doc]), "tags": str(self.tags[doc]),
                 "price": float(cat.prices[doc])}
 
     def known_token(self, token: str) -> bool:
@@ -259,20 +265,21 @@ class SearchState:
         self.new_prices = np.concatenate([self.new_prices, np.zeros(n - self.n_base - len(self.new_prices))])
 
     # --- live hot queries -------------------------------------------------------------------------
-    def live_hot(self, fetch: Callable[[], list[tuple[str, float]] | None]) -> LiveHot:
-        """The live hot queries, read through `fetch` at most every `HOT_TTL_S` seconds per worker.
+    def live_hot(self, fetch: Callable[[], list[tuple[str, float]] | None], max_age_s: float = HOT_TTL_S) -> LiveHot:
+        """The live hot queries, read through `fetch` unless the last read is under `max_age_s` old.
 
-        `fetch` returns None when Redis is unreachable; the previous list is then kept (and the
-        answer is marked as degraded by the caller) until the next successful read.
+        Suggest reads them on every keystroke, so it reuses a read for `HOT_TTL_S` seconds; the hot
+        list itself (once per page view) reads fresh. `fetch` returns None when Redis is unreachable:
+        `rows` is then None (the caller answers degraded) and the last suggest terms are kept.
         """
         hot = self._hot
         now = time.monotonic()
-        if now < hot.expires:
+        if now - hot.fetched_at < max_age_s:
             return hot
         rows = fetch()
-        if rows is None:  # keep the last suggest terms, report no live list until the next read
-            self._hot = LiveHot(None, hot.index, now + HOT_TTL_S)
+        if rows is None:
+            self._hot = LiveHot(None, hot.index, now)
         else:
             index = SuggestIndex.of_texts(rows, "hot", self.top_levels) if rows else None
-            self._hot = LiveHot(rows, index, now + HOT_TTL_S)
+            self._hot = LiveHot(rows, index, now)
         return self._hot

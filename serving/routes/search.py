@@ -1,0 +1,158 @@
+"""Search: result pages, suggestions, hot searches, shading words and discovery chips."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from features.store import UserState
+from recsys.profiles import profile_keys
+from search.discovery import UserSignals, discover, shading, user_signals
+from search.hot import hot_list
+from search.suggest import suggest as suggest_terms
+from serving.deps import AppId, Context, Loaded
+from serving.errors import ApiError
+from serving.registry import LoadedApp
+from serving.routes.recommend import UserId, user_state
+from serving.search_rank import POOL, SearchParams, search_page
+from serving.search_schemas import (ChipOut, DirectOut, DiscoverOut, HotOut, HotQueryOut, SearchOut, ShadingOut,
+                                    SuggestionOut, SuggestOut)
+from serving.search_state import HOT_FETCH, LiveHot, SearchState
+from serving.schemas import ItemOut
+
+router = APIRouter(prefix="/v1/apps/{app_id}/search", tags=["search"])
+
+MAX_QUERY_CHARS = 100
+MAX_N = 100
+MAX_OFFSET = POOL - MAX_N
+
+
+def _search_state(loaded: LoadedApp) -> SearchState:
+    if loaded.search is None:
+        raise ApiError(503, "unavailable", f"model {loaded.version} has no search index; retrain the app "
+                                           "(`minirec train`) to build one")
+    return loaded.search
+
+
+def _signals(loaded: LoadedApp, state: UserState | None) -> UserSignals:
+    """The user's search signals: categories of recent events, recent queries, profile interests."""
+    search = loaded.search
+
+    def category_of(item_id: str) -> str | None:
+        i = loaded.models.items.get(item_id)
+        if i is not None:
+            return str(loaded.catalog.categories[i])
+        doc = search.new_docs.get(item_id) if search is not None else None
+        return str(search.rows[doc]["category"]) if doc is not None else None
+
+    keys = profile_keys(state.merchant_profile, state.platform_profile, loaded.scopes) if state else []
+    return user_signals(state, category_of, keys)
+
+
+def _live_hot(ctx: Context, app_id: str, search: SearchState, max_age_s: float | None = None) -> LiveHot:
+    def fetch() -> list[tuple[str, float]] | None:
+        rows, degraded = ctx.gate.try_run(lambda: ctx.stores[app_id].hot_queries(HOT_FETCH))
+        return None if degraded else rows or []
+    return search.live_hot(fetch) if max_age_s is None else search.live_hot(fetch, max_age_s)
+
+
+def _hot_names(ctx: Context, app_id: str, search: SearchState, n: int = 20) -> tuple[list[str], bool]:
+    live = _live_hot(ctx, app_id, search)
+    rows, _ = hot_list(live.rows, search.stats.popular, search.settings, n)
+    return [q for q, _ in rows], live.rows is None
+
+
+@router.get("", response_model=SearchOut, summary="Search the catalog")
+def search(ctx: Context, app_id: AppId, loaded: Loaded,
+           q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, description="The query (1..100 characters)")],
+           user_id: UserId = None,
+           n: Annotated[int, Query(ge=1, le=MAX_N, description=f"Items per page (1..{MAX_N})")] = 20,
+           offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip (stable pagination)")] = 0,
+           category: Annotated[str | None, Query(max_length=200, description="Only this category path")] = None,
+           price_min: Annotated[float | None, Query(ge=0, description="Lowest price")] = None,
+           price_max: Annotated[float | None, Query(ge=0, description="Highest price")] = None,
+           in_stock: Annotated[bool, Query(description="false also lists visible items that are sold out")] = True,
+           ) -> SearchOut:
+    """BM25 over title, brand, category and tags, personalized for known users; a query that names a
+    brand, category or item exactly also returns `direct`; a vague need falls back to the categories
+    closest to it (`fallback: true`) rather than an empty page."""
+    if not q.strip():
+        raise ApiError(422, "invalid_request", "q is empty: for an empty search box call "
+                                               f"GET /v1/apps/{app_id}/search/shading for the default query")
+    if price_min is not None and price_max is not None and price_min > price_max:
+        raise ApiError(422, "invalid_request", f"price_min {price_min} is above price_max {price_max}")
+    search_state = _search_state(loaded)
+    state, degraded = user_state(ctx, app_id, user_id)
+    params = SearchParams(q, n, offset, category, price_min, price_max, in_stock)
+    page = search_page(loaded, search_state, user_id, state, _signals(loaded, state), params, search_state.settings)
+    direct = None
+    if page.direct is not None:
+        target, count = page.direct
+        direct = DirectOut(type=target.type, name=target.name, target=target.target, count=count)
+    return SearchOut(request_id=uuid.uuid4().hex, model_version=loaded.version, strategy=page.strategy,
+                     degraded=degraded, note=page.note, items=[ItemOut(**vars(i)) for i in page.items],
+                     direct=direct, fallback=page.fallback, total=page.total)
+
+
+@router.get("/suggest", response_model=SuggestOut, summary="As-you-type suggestions")
+def suggest(ctx: Context, app_id: AppId, loaded: Loaded,
+            prefix: Annotated[str, Query(max_length=50, description="What the user typed: Chinese, pinyin, "
+                                                                     "pinyin initials or ASCII")],
+            user_id: UserId = None,
+            n: Annotated[int, Query(ge=1, le=20, description="Suggestions to return (1..20)")] = 10) -> SuggestOut:
+    """Popular past queries (training log and live search events) and catalog terms (brands, categories,
+    titles' leading words) whose text, full pinyin or pinyin initials start with `prefix`; the
+    user's own recent queries and interest categories come first."""
+    if not prefix.strip():
+        raise ApiError(422, "invalid_request", "prefix is empty: show GET …/search/hot or …/search/shading instead")
+    search_state = _search_state(loaded)
+    state, degraded = user_state(ctx, app_id, user_id)
+    live = _live_hot(ctx, app_id, search_state)
+    indexes = [search_state.suggest] + ([live.index] if live.index is not None else [])
+    signals = _signals(loaded, state)
+    settings = search_state.settings
+    found = suggest_terms(prefix, indexes, n + len(settings.blocklist), signals.recent_queries, signals.top_levels())
+    allowed = [s for s in found if not settings.blocked(s.text)][:n]
+    return SuggestOut(request_id=uuid.uuid4().hex, model_version=loaded.version, degraded=degraded or live.rows is None,
+                      suggestions=[SuggestionOut(text=s.text, kind=s.kind, score=s.score) for s in allowed])
+
+
+@router.get("/hot", response_model=HotOut, summary="Hot searches")
+def hot(ctx: Context, app_id: AppId, loaded: Loaded,
+        n: Annotated[int, Query(ge=1, le=50, description="Queries to return (1..50)")] = 10) -> HotOut:
+    """The most searched queries, time-decayed (recent searches count more), without blocked words;
+    the training log's popular queries while there are no live searches or Redis is unreachable."""
+    search_state = _search_state(loaded)
+    settings = search_state.settings
+    live = _live_hot(ctx, app_id, search_state, max_age_s=0.0)  # once per page view: read fresh
+    rows, source = hot_list(live.rows, search_state.stats.popular, settings, n)
+    return HotOut(request_id=uuid.uuid4().hex, model_version=loaded.version, degraded=live.rows is None,
+                  source=source, items=[HotQueryOut(query=q, score=s) for q, s in rows])
+
+
+@router.get("/shading", response_model=ShadingOut, summary="Default query for an empty search box")
+def shading_word(ctx: Context, app_id: AppId, loaded: Loaded, user_id: UserId = None) -> ShadingOut:
+    """A grey placeholder query from the user's interests (recent events' categories, recent queries,
+    profile interests), else the hottest query."""
+    search_state = _search_state(loaded)
+    state, degraded = user_state(ctx, app_id, user_id)
+    names, hot_degraded = _hot_names(ctx, app_id, search_state)
+    found = shading(search_state.stats, _signals(loaded, state), names, search_state.settings)
+    query, source, reason = found if found else (None, None, None)
+    return ShadingOut(request_id=uuid.uuid4().hex, model_version=loaded.version, degraded=degraded or hot_degraded,
+                      query=query, source=source, reason=reason)
+
+
+@router.get("/discover", response_model=DiscoverOut, summary="Search discovery chips")
+def discover_chips(ctx: Context, app_id: AppId, loaded: Loaded, user_id: UserId = None,
+                   n: Annotated[int, Query(ge=1, le=20, description="Chips to return (1..20)")] = 8) -> DiscoverOut:
+    """Queries searched together with the user's recent queries, queries of their interest
+    categories, then hot queries; never the user's own recent queries."""
+    search_state = _search_state(loaded)
+    state, degraded = user_state(ctx, app_id, user_id)
+    names, hot_degraded = _hot_names(ctx, app_id, search_state)
+    chips = discover(search_state.stats, _signals(loaded, state), names, search_state.settings, n)
+    return DiscoverOut(request_id=uuid.uuid4().hex, model_version=loaded.version, degraded=degraded or hot_degraded,
+                       items=[ChipOut(query=q, reason=r) for q, r in chips])

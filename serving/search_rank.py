@@ -1,0 +1,217 @@
+"""Search result pages: BM25 over the allowed items, personal re-ranking, direct hits, fuzzy fallback.
+
+Score of a result (`strategy` says which applied):
+- `bm25`: anonymous visitors and users we know nothing about get the BM25 score itself;
+- `bm25+<path>`: BM25 blended with the user's affinity from the recommendation models (`score_user`,
+  z units): score = bm25 + w · max(bm25) · z, i.e. the normalized blend bm25/max + w·z kept in BM25
+  units, with w = `personal_weight` from search.toml. Only the BM25 pool (the best `POOL` matches) is
+  re-ranked, so personalization reorders relevant items and never pulls in irrelevant ones.
+- `fallback+<path>`: the query matches nothing, or too little of it is known to the index (a need such
+  as "睡不着"): items of the categories the query is closest to (the training log's clicks for this or
+  a containing query, else category names sharing its characters, else the user's own interests),
+  ranked by the user's affinity (popularity for anonymous visitors), marked `fallback: true`.
+
+Every page of one query comes from the same deterministic ranking (ties broken by item position),
+so pagination is stable and pages are disjoint.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.store import UserState
+from offline_training.schema import CATEGORY_SEP
+from search.discovery import UserSignals
+from search.settings import SearchSettings
+from search.tokenizer import normalize
+from serving.pipeline import Item, Scored, score_user
+from serving.registry import LoadedApp
+from serving.search_state import Direct, SearchState
+
+#: Matches ranked per query: pages come from this pool, so offset + n must stay within it.
+POOL = 600
+_FIELD_ORDER = ("brand", "title", "category", "tags")
+_CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+@dataclass
+class SearchPage:
+    items: list[Item]
+    strategy: str
+    fallback: bool
+    direct: tuple[Direct, int] | None
+    note: str | None
+    total: int
+
+
+@dataclass
+class SearchParams:
+    query: str
+    n: int
+    offset: int
+    category: str | None = None
+    price_min: float | None = None
+    price_max: float | None = None
+    in_stock: bool = True
+
+
+def _units(token: str) -> set[str]:
+    """What a token covers of the query: its Chinese characters one by one, another word as a whole
+    (so "iphone" weighs as much as "机", not six times as much)."""
+    cjk = {c for c in token if _CJK_RE.match(c)}
+    return cjk if cjk else {token}
+
+
+def coverage(state: SearchState, tokens: list[str]) -> float:
+    """Share of the query (Chinese characters and whole other words) inside tokens the index knows."""
+    units = {u for t in tokens for u in _units(t)}
+    if not units:
+        return 0.0
+    known = {u for t in tokens if state.known_token(t) for u in _units(t)}
+    return len(known) / len(units)
+
+
+def _affinity(app: LoadedApp, state: SearchState, scored: Scored, docs: np.ndarray) -> np.ndarray:
+    """The user's z-scored affinity for documents (new items through the hybrid, 0 if unscored)."""
+    out = np.zeros(len(docs))
+    base = docs < state.n_base
+    out[base] = scored.catalog[docs[base]]
+    if (~base).any():
+        position = {item_id: j for j, item_id in enumerate(app.catalog.new.ids)}
+        for k in np.flatnonzero(~base):
+            j = position.get(state.item_id(int(docs[k])))
+            if j is not None and j < len(scored.new) and np.isfinite(scored.new[j]):
+                out[k] = scored.new[j]
+    out[~np.isfinite(out)] = 0.0
+    return out
+
+
+def _order(docs: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Best score first, ties by document id (deterministic across pages)."""
+    return np.lexsort((docs, -scores))
+
+
+def _match_reason(state: SearchState, doc: int, query_tokens: list[str]) -> str:
+    """"matches 华为 in brand, 手机 in title": the query's words found in the item, longest form only
+    (search mode also yields the parts of a word, e.g. 西门 and 门子 of 西门子). A substring test on
+    the normalized field text, not a re-tokenization: it only explains, the index has already ranked."""
+    row = state.row(doc)
+    texts = {f: normalize(str(row.get(f, ""))) for f in _FIELD_ORDER}
+    matched = {t: f for t in dict.fromkeys(query_tokens)
+               if (f := next((f for f in _FIELD_ORDER if t in texts[f]), None)) is not None}
+    shown = [f"{t} in {f}" for t, f in matched.items() if not any(t != o and t in o for o in matched)]
+    return "matches " + ", ".join(shown[:3]) if shown else "matches your search"
+
+
+def _item(state: SearchState, doc: int, score: float, reason: str, prices: np.ndarray) -> Item:
+    row = state.row(doc)
+    return Item(state.item_id(doc), round(float(score), 6), reason, str(row["title"]), str(row["category"]),
+                float(prices[doc]))
+
+
+def allowed_mask(state: SearchState, user_state: UserState | None, params: SearchParams) -> tuple[np.ndarray, str | None]:
+    """Items the user may see under the request's filters; a note for an unknown category."""
+    mask = state.base_mask(user_state.merchant_profile if user_state else {}, params.in_stock)
+    n = len(mask)
+    if params.price_min is not None or params.price_max is not None:
+        prices = state.prices()[:n]
+        if params.price_min is not None:
+            mask &= prices >= params.price_min
+        if params.price_max is not None:
+            mask &= prices <= params.price_max
+    if params.category:
+        in_category, known = state.category_mask(params.category, n)
+        if not known:
+            return np.zeros(n, dtype=bool), f"unknown category {params.category!r}"
+        mask &= in_category
+    return mask, None
+
+
+def fallback_categories(state: SearchState, query: str, signals: UserSignals) -> list[tuple[str, float]]:
+    """(category path or top level, weight) the query is closest to; [] when nothing relates."""
+    near = state.stats.categories_near(query)
+    if near:
+        return near
+    chars = set(query)
+    by_name = []
+    for path in sorted(set(state.catalog.categories)):
+        leaf = path.rsplit(CATEGORY_SEP, 1)[-1]
+        overlap = len(chars & set(leaf)) / max(len(set(leaf)), 1)
+        if overlap >= 0.5:
+            by_name.append((path, overlap))
+    if by_name:
+        total = sum(w for _, w in by_name)
+        return [(p, w / total) for p, w in sorted(by_name, key=lambda x: -x[1])[:5]]
+    tops = signals.top_levels()[:3]
+    return [(t, 1.0 / len(tops)) for t in tops]
+
+
+def search_page(app: LoadedApp, state: SearchState, user_id: str | None, user_state: UserState | None,
+                signals: UserSignals, params: SearchParams, settings: SearchSettings) -> SearchPage:
+    """One page of results for a query (`state` is `app.search`); see the module docstring."""
+    mask, note = allowed_mask(state, user_state, params)
+    tokens = state.tokenizer.tokens(params.query)
+    direct = state.direct_hit(params.query, mask)
+    if note is not None:
+        return SearchPage([], "bm25", False, None, note, 0)
+    scored = score_user(app, user_id, user_state) if user_id else None
+    personal = scored is not None and scored.strategy != "popularity" and settings.personal_weight > 0
+    prices = state.prices()
+    docs, bm25 = state.index.search(tokens, k=POOL, candidate_mask=mask) if tokens else (np.zeros(0, np.int64),
+                                                                                          np.zeros(0))
+    if len(docs) and coverage(state, tokens) >= settings.min_coverage:
+        final, boost, best = bm25.astype(np.float64), np.zeros(len(docs)), float(bm25.max())
+        if personal:
+            boost = settings.personal_weight * best * _affinity(app, state, scored, docs)
+            final = final + boost
+        order = _order(docs, final)
+        page = order[params.offset: params.offset + params.n]
+        items = []
+        for k in page:
+            reason = _match_reason(state, int(docs[k]), tokens)
+            if boost[k] > 0.05 * best:
+                reason += "; picked for you"
+            items.append(_item(state, int(docs[k]), final[k], reason, prices))
+        strategy = f"bm25+{scored.strategy}" if personal else "bm25"
+        return SearchPage(items, strategy, False, direct, None, len(docs))
+    return _fallback(app, state, scored, signals, params, mask, prices, direct, tokens)
+
+
+def _fallback(app: LoadedApp, state: SearchState, scored: Scored | None, signals: UserSignals,
+              params: SearchParams, mask: np.ndarray, prices: np.ndarray, direct: tuple[Direct, int] | None,
+              tokens: list[str]) -> SearchPage:
+    scored = scored or score_user(app, None, None)
+    weights = fallback_categories(state, params.query, signals)
+    n = len(mask)
+    allowed = np.zeros(n, dtype=bool)
+    share = np.zeros(n)
+    chosen = []
+    for path, weight in weights:
+        members, known = state.category_mask(path, n)
+        members &= mask
+        if members.any():
+            allowed |= members
+            share[members] = np.maximum(share[members], weight)
+            chosen.append(path)
+    if not allowed.any():  # nothing relates: the user's (or everyone's) best items
+        allowed = mask
+    docs = np.flatnonzero(allowed)
+    scores = _affinity(app, state, scored, docs) + share[docs]
+    order = _order(docs, scores)
+    page = order[params.offset: params.offset + params.n]
+    why = "for you" if scored.strategy != "popularity" else "popular"
+    items = []
+    for k in page:
+        doc = int(docs[k])
+        category = str(state.row(doc)["category"])
+        items.append(_item(state, doc, scores[k], f"no exact match; {why} in {category}", prices))
+    if not tokens:
+        note = "the query has no searchable words; showing related items"
+    elif chosen:
+        note = f"few matches for {params.query!r}; showing items from {', '.join(chosen[:3])}"
+    else:
+        note = f"few matches for {params.query!r}; showing {why} items"
+    return SearchPage(items, f"fallback+{scored.strategy}", True, direct, note, len(docs))

@@ -1,0 +1,69 @@
+"""Response bodies of the search routes (result pages reuse the recommendation shape)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from serving.schemas import RecommendationOut
+
+
+class DirectOut(BaseModel):
+    type: str = Field(description="brand | category | item")
+    name: str = Field(description="What the query named, as the catalog spells it")
+    target: str = Field(description="The brand, the category path, or the item id to open")
+    count: int = Field(description="Items behind the target the user may see (1 for an item)")
+
+
+class SearchOut(RecommendationOut):
+    strategy: str = Field(description="bm25 | bm25+<path> (personalized) | fallback+<path>")
+    direct: DirectOut | None = Field(default=None, description="Show this target above the results")
+    fallback: bool = Field(description="true: the query matched too little; these are items of the "
+                                       "categories closest to it")
+    total: int = Field(description="Ranked candidates behind all pages (capped)")
+
+
+class SuggestionOut(BaseModel):
+    text: str
+    kind: str = Field(description="query | hot | history | brand | category | title")
+    score: float
+
+
+class SuggestOut(BaseModel):
+    request_id: str
+    model_version: str
+    degraded: bool
+    suggestions: list[SuggestionOut]
+
+
+class HotQueryOut(BaseModel):
+    query: str
+    score: float = Field(description="Time-decayed search count (live) or count in the training log")
+
+
+class HotOut(BaseModel):
+    request_id: str
+    model_version: str
+    degraded: bool
+    source: str = Field(description="live (search events) | training (the training log's popular queries)")
+    items: list[HotQueryOut]
+
+
+class ShadingOut(BaseModel):
+    request_id: str
+    model_version: str
+    degraded: bool
+    query: str | None = Field(description="Grey default query for the empty box (null: show none)")
+    source: str | None = Field(default=None, description="events | queries | profile | hot")
+    reason: str | None = None
+
+
+class ChipOut(BaseModel):
+    query: str
+    reason: str
+
+
+class DiscoverOut(BaseModel):
+    request_id: str
+    model_version: str
+    degraded: bool
+    items: list[ChipOut]
