@@ -3,6 +3,7 @@
 Segment popularity is shrunk toward global popularity, p_s(i) = (c_s(i) + m·p(i)) / (N_s + m), so a
 small segment does not rank items by a handful of events. A user with several segment keys is scored
 naive-Bayes style: log p(i) + Σ_s [log p_s(i) − log p(i)] / |S| — the mean log-lift of their segments.
+Serving uses it for the anonymous feed and to explain picks ("popular in 数码/手机 for your age band").
 """
 
 from __future__ import annotations
@@ -58,14 +59,6 @@ class Popularity:
         if len(rows) == 0:
             return base
         return base + self.segment_log_lift(rows).mean(axis=0)
-
-    def batch_user_scores(self, user_keys: sp.csr_matrix) -> np.ndarray:
-        """`user_scores` for many users at once: user_keys is users × segments (0/1)."""
-        base = self._global_log()
-        lift = self.segment_log_lift(np.arange(len(self.segments)))
-        n_keys = np.asarray(user_keys.sum(axis=1)).ravel()
-        mean_lift = (user_keys @ lift) / np.maximum(n_keys, 1)[:, None]
-        return base[None, :] + mean_lift
 
     def top_segment_key(self, keys: list[str], item: int) -> str | None:
         """The user's segment in which `item` is most over-represented (for the `reason`)."""

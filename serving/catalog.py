@@ -20,9 +20,6 @@ from offline_training.schema import CATEGORY_SEP, ITEMS, LIST_SEP
 from recsys.item_features import category_levels, content_keys, content_matrix
 from recsys.models import TrainedModels
 
-#: Fields an item upsert may carry (the catalog columns except the id).
-ITEM_FIELDS = ("title", "category", "brand", "tags", "price", "stock", "visible", "audience")
-
 
 def _as_bool(value: Any) -> bool:
     """Booleans arrive from Redis as strings."""
