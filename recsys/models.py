@@ -62,6 +62,12 @@ class TrainedModels:
     hybrid_weight: float
 
     # --- scoring -------------------------------------------------------------------------
+    def history(self, user: int) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices, confidences) of a known user's training history; a plain CSR row slice
+        (scipy's row indexing costs half a millisecond, too much on the request path)."""
+        start, end = self.user_items.indptr[user], self.user_items.indptr[user + 1]
+        return self.user_items.indices[start:end], self.user_items.data[start:end]
+
     def known_user_scores(self, users: np.ndarray) -> np.ndarray:
         return _require(self.als, "als").scores(users)
 

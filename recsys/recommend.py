@@ -23,7 +23,7 @@ def recommend_user(models: TrainedModels, user_id: str | None, profile_keys: lis
     user = models.users.get(user_id) if user_id else None
     if user is not None:
         scores = models.known_user_scores(np.array([user]))[0].astype(np.float64)
-        scores[models.user_items[user].indices] = -np.inf
+        scores[models.history(user)[0]] = -np.inf
         strategy = "als"
     elif profile_keys:
         scores = models.profile_user_scores([profile_keys])[0]

@@ -76,9 +76,9 @@ def score_user(app: LoadedApp, user_id: str | None, state: UserState | None) -> 
     keys = profile_keys(state.merchant_profile, state.platform_profile, app.scopes) if state else []
     als = models.als
     if als is not None and (user is not None or len(recent_idx)):
-        history = models.user_items[user] if user is not None else None
-        idx = np.concatenate([history.indices, recent_idx]) if history is not None else recent_idx
-        conf = np.concatenate([history.data, recent_conf]) if history is not None else recent_conf
+        past, past_conf = models.history(user) if user is not None else (np.zeros(0, dtype=np.int64), np.zeros(0))
+        idx = np.concatenate([past, recent_idx])
+        conf = np.concatenate([past_conf, recent_conf])
         if len(recent_idx):
             vector = als.fold_in(idx, conf)
             strategy = "als+recent" if user is not None else "recent"
@@ -86,7 +86,7 @@ def score_user(app: LoadedApp, user_id: str | None, state: UserState | None) -> 
             vector = als.user_factors[user]
             strategy = "als"
         scores = als.item_factors @ vector
-        seen = recent_seen + [(int(i), "view") for i in (history.indices if history is not None else [])]
+        seen = recent_seen + [(int(i), "view") for i in past[:50]]
         catalog = zscore(scores)
         new = _new_item_scores(app, keys)
         return Scored(catalog, new, strategy, seen, keys)
@@ -107,17 +107,22 @@ def _new_item_scores(app: LoadedApp, keys: list[str]) -> np.ndarray:
     return (fresh - catalog.mean()) / max(float(catalog.std()), 1e-9)
 
 
-def _reason(app: LoadedApp, scored: Scored, index: int, factors_unit: np.ndarray | None) -> str:
+def _anchors(scored: Scored, indices: list[int], factors_unit: np.ndarray | None) -> dict[int, tuple[int, str]]:
+    """For each item, the history item most similar to it (one matrix product for the whole page)."""
+    if not indices or not scored.history or factors_unit is None or scored.strategy not in ("als", "als+recent", "recent"):
+        return {}
+    hist = np.array([i for i, _ in scored.history[:50]])
+    best = np.argmax(factors_unit[indices] @ factors_unit[hist].T, axis=1)
+    return {index: scored.history[int(b)] for index, b in zip(indices, best)}
+
+
+def _reason(app: LoadedApp, scored: Scored, index: int, anchor: tuple[int, str] | None) -> str:
     cat = app.catalog
     category = cat.categories[index]
     if scored.anchor_title is not None:
         return f"related to {scored.anchor_title}"
-    if scored.strategy in ("als", "als+recent", "recent") and scored.history and factors_unit is not None:
-        hist = np.array([i for i, _ in scored.history[:50]])
-        best = int(np.argmax(factors_unit[hist] @ factors_unit[index]))
-        anchor, event = scored.history[best]
-        if anchor != index:
-            return f"because you {_VERBS.get(event, 'viewed')} {cat.titles[anchor]}"
+    if anchor is not None and anchor[0] != index:
+        return f"because you {_VERBS.get(anchor[1], 'viewed')} {cat.titles[anchor[0]]}"
     if scored.strategy == "hybrid" and scored.profile_keys:
         key = app.models.popularity.top_segment_key(scored.profile_keys, index)
         if key:
@@ -166,7 +171,7 @@ def rank(app: LoadedApp, user_id: str | None, state: UserState | None, rules: Sc
                 if i is not None:
                     allowed[i] = False
         if user is not None:
-            allowed[app.models.user_items[user].indices] = False
+            allowed[app.models.history(user)[0]] = False
     if rules.fatigue_impressions and state is not None:
         for item_id, count in state.shown.items():
             i = app.models.items.get(item_id)
@@ -193,7 +198,7 @@ def rank(app: LoadedApp, user_id: str | None, state: UserState | None, rules: Sc
     want = offset + n
     order = _ordered_candidates(scores, new_scores, want, n, rules, cat)
     page = order[offset:want]
-    factors = app.item_factors_unit
+    anchors = _anchors(scored, [index for source, index, _ in page if source == "item"], app.item_factors_unit)
     items = []
     for position, (source, index, score) in enumerate(page):
         if source == "pin":
@@ -203,7 +208,7 @@ def rank(app: LoadedApp, user_id: str | None, state: UserState | None, rules: Sc
             items.append(Item(cat.new.ids[index], round(float(score), 4), f"new in {row['category']}",
                               str(row["title"]), str(row["category"]), float(row["price"] or 0)))
         else:
-            items.append(_catalog_item(app, index, score, _reason(app, scored, index, factors)))
+            items.append(_catalog_item(app, index, score, _reason(app, scored, index, anchors.get(index))))
     return items, scored.strategy, note
 
 
@@ -222,7 +227,7 @@ def _ordered_candidates(scores: np.ndarray, new_scores: np.ndarray, want: int, p
         if i is not None and np.isfinite(scores[i]):
             pinned.append(("pin", i, float(scores[i])))
             scores[i] = -np.inf
-    pool = min(len(scores), max(want * 8, 200))
+    pool = min(len(scores), max(want * 4, 60))  # enough to fill capped pages; fewer Python objects
     top = np.argpartition(-scores, pool - 1)[:pool] if pool < len(scores) else np.arange(len(scores))
     top = top[np.argsort(-scores[top], kind="stable")]
     candidates = [("item", int(i), float(scores[i])) for i in top if np.isfinite(scores[i])]
