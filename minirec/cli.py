@@ -149,6 +149,14 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--queries", type=int, default=1000, help="queries per corpus (default 1000)")
     search.add_argument("--reference-queries", type=int, default=None,
                         help="how many of the queries rank-bm25 answers (default: all; it is slow)")
+    serve = bsub.add_parser("serve", help="home feed vs a bare endpoint under load; event-to-feed delay",
+                            description="Start the server twice the same way on a synthetic 20k-item mall and drive "
+                                        "it from this machine: peak requests/s (closed loop) and p50/p99 at half of "
+                                        "each endpoint's peak (open loop) for GET /healthz and recommend/home (known, "
+                                        "first-visit and unknown users); then the delay from an event to a changed "
+                                        "feed.")
+    from bench import serve_bench
+    serve_bench.add_arguments(serve)
 
 
 def _add_demo_command(sub: argparse._SubParsersAction) -> None:
@@ -304,7 +312,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from bench.search_bench import run_search_bench
         run_search_bench(args.json, data=args.data, n_items=args.items, n_queries=args.queries,
                          reference_queries=args.reference_queries)
-    return 0
+        return 0
+    from bench import serve_bench
+    return serve_bench.run_from_args(args)
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:

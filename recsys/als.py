@@ -54,22 +54,32 @@ class ALSModel:
         return cls(np.asarray(model.user_factors, dtype=np.float32), np.asarray(model.item_factors, dtype=np.float32),
                    cfg.regularization, cfg.alpha)
 
-    def _implicit(self) -> AlternatingLeastSquares:
-        model = AlternatingLeastSquares(factors=self.item_factors.shape[1], regularization=self.regularization, alpha=1.0)
-        model.user_factors = self.user_factors
-        model.item_factors = self.item_factors
-        return model
-
     def scores(self, users: np.ndarray) -> np.ndarray:
         """[len(users), n_items] dot-product scores of known users."""
         return self.user_factors[users] @ self.item_factors.T
 
+    def _gram(self) -> np.ndarray:
+        """YᵀY + λI of the item factors, computed once per model (it is the same for every user)."""
+        cached = self.__dict__.get("_gram_reg")
+        if cached is None:
+            y = self.item_factors.astype(np.float64)
+            cached = y.T @ y + self.regularization * np.eye(y.shape[1])
+            self.__dict__["_gram_reg"] = cached
+        return cached
+
     def fold_in(self, items: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """A user vector solved from these (item, confidence) pairs against fixed item factors."""
-        n_items = self.item_factors.shape[0]
-        row = sp.csr_matrix((weights.astype(np.float32) * self.alpha, (np.zeros(len(items), dtype=np.int64), items)),
-                            shape=(1, n_items))
-        return np.asarray(self._implicit().recalculate_user(0, row), dtype=np.float32).ravel()
+        """A user vector solved from these (item, confidence) pairs against fixed item factors.
+
+        The same least-squares step as implicit's `recalculate_user` (tests compare the two):
+        (YᵀY + λI + Σ_i (c_i − 1) y_i y_iᵀ) x = Σ_i c_i y_i, with c = alpha × summed confidences.
+        Done in NumPy with YᵀY cached, because implicit rebuilds YᵀY and a model on every call
+        (about 20 ms on 20k items, against well under a millisecond here)."""
+        unique, where = np.unique(np.asarray(items, dtype=np.int64), return_inverse=True)
+        conf = np.bincount(where, weights=np.asarray(weights, dtype=np.float64)) * self.alpha
+        y = self.item_factors[unique].astype(np.float64)
+        a = self._gram() + (y.T * (conf - 1.0)) @ y
+        b = y.T @ conf
+        return np.linalg.solve(a, b).astype(np.float32)
 
     def save(self, writer: BundleWriter) -> None:
         writer.save_array("als_user_factors", self.user_factors)

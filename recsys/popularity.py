@@ -39,18 +39,27 @@ class Popularity:
         return self.item_weight / total if total > 0 else np.zeros_like(self.item_weight)
 
     def _global_log(self) -> np.ndarray:
-        n = len(self.item_weight)
-        # add-half smoothing keeps never-seen items finite and ordered below seen ones
-        return np.log((self.item_weight.astype(np.float64) + 0.5) / (self.item_weight.sum() + 0.5 * n))
+        """log p(i), cached: the request path asks for it often and the arrays never change."""
+        cached = self.__dict__.get("_log_p")
+        if cached is None:
+            n = len(self.item_weight)
+            # add-half smoothing keeps never-seen items finite and ordered below seen ones
+            cached = np.log((self.item_weight.astype(np.float64) + 0.5) / (self.item_weight.sum() + 0.5 * n))
+            self.__dict__["_log_p"] = cached
+            self.__dict__["_segment_totals"] = self.segment_weight.astype(np.float64).sum(axis=1)
+        return cached
+
+    def _lift(self, rows: np.ndarray, items: np.ndarray | slice) -> np.ndarray:
+        """log p_s(i) − log p(i) for segment `rows` and the given items (columns)."""
+        log_p = self._global_log()[items]
+        counts = self.segment_weight[np.ix_(rows, np.arange(len(self.item_weight))[items])].astype(np.float64)
+        totals = self.__dict__["_segment_totals"][rows][:, None]
+        p_s = (counts + self.shrinkage * np.exp(log_p)) / (totals + self.shrinkage)
+        return np.log(p_s) - log_p
 
     def segment_log_lift(self, segment_rows: np.ndarray) -> np.ndarray:
         """[len(rows), n_items] log p_s(i) − log p(i) for the given segment rows."""
-        log_p = self._global_log()
-        p = np.exp(log_p)
-        counts = self.segment_weight[segment_rows].astype(np.float64)
-        totals = counts.sum(axis=1, keepdims=True)
-        p_s = (counts + self.shrinkage * p) / (totals + self.shrinkage)
-        return np.log(p_s) - log_p
+        return self._lift(np.asarray(segment_rows), slice(None))
 
     def user_scores(self, keys: list[str]) -> np.ndarray:
         """log-popularity of each item for a user with these segment keys (global if none known)."""
@@ -61,11 +70,13 @@ class Popularity:
         return base + self.segment_log_lift(rows).mean(axis=0)
 
     def top_segment_key(self, keys: list[str], item: int) -> str | None:
-        """The user's segment in which `item` is most over-represented (for the `reason`)."""
+        """The user's segment in which `item` is most over-represented (for the `reason`).
+
+        Only the item's column is computed: this runs once per item of a page."""
         rows = [(k, r) for k, r in ((k, self.segments.get(k)) for k in keys) if r is not None]
         if not rows:
             return None
-        lifts = self.segment_log_lift(np.array([r for _, r in rows]))[:, item]
+        lifts = self._lift(np.array([r for _, r in rows]), np.array([item]))[:, 0]
         return rows[int(np.argmax(lifts))][0]
 
     def save(self, writer: BundleWriter) -> None:

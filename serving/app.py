@@ -15,7 +15,8 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.eventlog import EventLog
 from features.redis_conn import open_redis
@@ -100,31 +101,44 @@ def create_app(config: ServerConfig | str | Path | None = None) -> FastAPI:
     for module in (recommend, search, events, profiles, items, admin, health):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route, app_id = _route_of(app, request)
-        if route != "/metrics":
-            ctx = getattr(app.state, "ctx", None)
-            if ctx is not None:
-                ctx.metrics.requests.labels(route=route, app=app_id, status=str(response.status_code)).inc()
-                ctx.metrics.latency.labels(route=route, app=app_id).observe(time.perf_counter() - started)
-        return response
-
+    app.add_middleware(MetricsMiddleware, owner=app)
     return app
 
 
-def _route_of(app: FastAPI, request: Request) -> tuple[str, str]:
-    """The matched route's path template (a bounded label value) and its app id, if any.
+class MetricsMiddleware:
+    """Counts requests and observes latency per route template and app (a plain ASGI middleware:
+    Starlette's BaseHTTPMiddleware costs a task and a stream per request)."""
 
-    Read after the request ran: the router records the matched route and path parameters in the scope.
-    """
-    route = request.scope.get("route")
-    if route is None:
-        return "unmatched", ""
-    app_id = str(request.scope.get("path_params", {}).get("app_id", ""))
-    known = getattr(app.state, "ctx", None)
-    if app_id and known is not None and app_id not in known.config.apps:
-        app_id = "unknown"  # never let arbitrary path text become a label value
-    return getattr(route, "path", "unmatched"), app_id
+    def __init__(self, app: ASGIApp, owner: FastAPI) -> None:
+        self.app = app
+        self.owner = owner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        ctx = getattr(self.owner.state, "ctx", None)
+        route = scope.get("route")  # set by the router once it matched
+        path = getattr(route, "path", "unmatched")
+        if ctx is None or path == "/metrics":
+            return
+        app_id = str(scope.get("path_params", {}).get("app_id", ""))
+        if app_id and app_id not in ctx.config.apps:
+            app_id = "unknown"  # never let arbitrary path text become a label value
+        ctx.metrics.requests.labels(route=path, app=app_id, status=str(status)).inc()
+        ctx.metrics.latency.labels(route=path, app=app_id).observe(seconds)

@@ -1,0 +1,1 @@
+"""Locust load profiles against a running minirec server (see README.md in this folder)."""

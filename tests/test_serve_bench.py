@@ -1,0 +1,43 @@
+"""`minirec bench serve` in a tiny configuration: the JSON has the issue's shape and sane numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from pathlib import Path
+
+import pytest
+
+from bench.serve_bench import run_serve_bench
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.slow
+def test_serve_bench_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "serve.json"
+    result = run_serve_bench(str(out), workdir=tmp_path / "work", duration_s=1.5, workers=1, concurrency=8,
+                             trials=5, users=300, items=200, events=8000)
+    written = json.loads(out.read_text())
+    assert written == json.loads(json.dumps(result))
+    for endpoint in ("bare", "home"):
+        numbers = written[endpoint]
+        assert {"rps", "p50_ms", "p99_ms"} <= set(numbers)
+        assert numbers["rps"] > 0
+        assert 0 < numbers["p50_ms"] <= numbers["p99_ms"]
+        assert numbers["peak"]["p50_ms"] <= numbers["peak"]["p99_ms"]
+        assert numbers["peak"]["errors"] == 0 and numbers["half_rate"]["errors"] == 0
+    assert math.isclose(written["ratio_home_bare"], written["home"]["rps"] / written["bare"]["rps"], rel_tol=1e-2)
+    delay = written["event_to_feed_ms"]
+    assert delay["trials"] == 5 and 0 < delay["p50"] <= delay["p99"]
+    # the mix really reaches the three scoring paths
+    assert set(written["strategies"]["known"]) == {"als"}
+    assert set(written["strategies"]["cold"]) == {"hybrid"}
+    assert set(written["strategies"]["unknown"]) == {"popularity"}
+    for start in written["setup"]["server_starts"]:
+        assert start["port_freed"] and _port_free(start["port"])
