@@ -10,6 +10,7 @@ Layout (`A` = app id, `U` = user id, `I` = item id):
     mr:{A:u:U}:profile      hash   merchant profile fields
     mr:platform:{U}:profile hash   platform profile fields + `consent`, shared by every app
     mr:A:ev:<event_id>      string idempotency marker (SET NX EX)
+    mr:A:seeded:<fp16>      string marker: the profiles of a data folder were loaded at server start
     mr:A:item:I             hash   item fields upserted through the API
     mr:A:items:updated      zset   item -> ts of its last upsert
     mr:{A:pop}:items        zset   forward-decayed item popularity
@@ -83,6 +84,11 @@ def platform_profile(user_id: str) -> str:
 
 def event_seen(app: str, event_id: str) -> str:
     return f"{PREFIX}:{app}:ev:{event_id}"
+
+
+def profiles_seeded(app: str, fingerprint: str) -> str:
+    """Marker: this data folder's profiles were loaded into Redis (so workers load them once)."""
+    return f"{PREFIX}:{app}:seeded:{fingerprint[:16]}"
 
 
 def item(app: str, item_id: str) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from features import keys
 from features.eventlog import EventLog
 from features.redis_conn import open_redis
 from features.store import FeatureStore, StoreError
@@ -39,7 +40,7 @@ def _seed_profiles(ctx: ServingContext) -> None:
         if app_cfg.seed_data is None:
             continue
         data = load_data_folder(app_cfg.seed_data)
-        marker = f"mr:{app_id}:seeded:{data.fingerprint[:16]}"
+        marker = keys.profiles_seeded(app_id, data.fingerprint)
         if not ctx.redis.client.set(marker, "1", nx=True):
             continue  # another worker (or an earlier start) already loaded this data
         ctx.stores[app_id].load_profiles(data.merchant_profiles, data.platform_profiles)

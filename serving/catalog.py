@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from offline_training.schema import CATEGORY_SEP, ITEMS, LIST_SEP
-from recsys.item_features import category_levels, content_keys, content_matrix
+from recsys.item_features import catalog_tokenizer, category_levels, content_keys, content_matrix
 from recsys.models import TrainedModels
+from search.tokenizer import Tokenizer
 
 
 def _as_bool(value: Any) -> bool:
@@ -53,7 +54,7 @@ class ServingCatalog:
         self._audience = self._parse_audiences(cat["audience"].astype(str).tolist())
         self.new = NewItems()
         self._lock = threading.Lock()
-        self._tokenizer = None
+        self._tokenizer: Tokenizer | None = None
         #: Called with every batch of applied upserts (the search index follows the catalog this way).
         self.listeners: list[Callable[[dict[str, dict[str, Any]]], None]] = []
 
@@ -78,6 +79,14 @@ class ServingCatalog:
             field_name, _, values = rule.partition(":")
             parsed.append((field_name, frozenset(v.strip() for v in values.split(LIST_SEP)), np.array(idx)))
         return parsed
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The catalog's tokenizer (jieba with the app's brands, categories and tags), built once on
+        first use and shared with search, which also teaches it brands of new items."""
+        if self._tokenizer is None:
+            self._tokenizer = catalog_tokenizer(self.models.catalog)
+        return self._tokenizer
 
     def category_items(self, category: str) -> np.ndarray | None:
         """Indices of items in a category path or below it; None if the category is unknown."""
@@ -121,9 +130,7 @@ class ServingCatalog:
         hybrid = self.models.hybrid
         if hybrid is None:
             return
-        if self._tokenizer is None:
-            from recsys.item_features import catalog_tokenizer
-            self._tokenizer = catalog_tokenizer(self.models.catalog)
+        tokenizer = self.tokenizer
         known = {item_id: i for i, item_id in enumerate(self.new.ids)}
         rows = list(self.new.rows)
         ids = list(self.new.ids)
@@ -135,7 +142,7 @@ class ServingCatalog:
             else:
                 ids.append(item_id)
                 rows.append(row)
-        keys = [content_keys(r, self.edges, self._tokenizer) for r in rows]
+        keys = [content_keys(r, self.edges, tokenizer) for r in rows]
         vectors, biases = hybrid.item_vectors(content_matrix(keys, hybrid.item_vocab))
         self.new = NewItems(ids, rows, vectors, biases)
 

@@ -72,6 +72,8 @@ class ServingContext:
     gate: RedisGate = field(default_factory=RedisGate)
     #: Per app, the newest item-update time already applied to the loaded catalog.
     synced_until: dict[str, float] = field(default_factory=dict)
+    #: Per app, the items already applied at exactly `synced_until` (Redis ranges are inclusive).
+    synced_edge: dict[str, set[str]] = field(default_factory=dict)
     synced_version: dict[str, str] = field(default_factory=dict)
 
     def sync_items(self) -> None:
@@ -82,9 +84,13 @@ class ServingContext:
                 continue
             if self.synced_version.get(app_id) != loaded.version:
                 self.synced_until[app_id] = 0.0
+                self.synced_edge[app_id] = set()
                 self.synced_version[app_id] = loaded.version
-            since = self.synced_until.get(app_id, 0.0)
+            since, edge = self.synced_until.get(app_id, 0.0), self.synced_edge.get(app_id, set())
             changed, degraded = self.gate.try_run(lambda: store.updated_items_with_ts(since))
+            # the range includes `since`: drop what was applied there already, or the newest item
+            # would be re-applied (vectors, search overlay) every second
+            changed = [(i, ts) for i, ts in changed or [] if not (ts == since and i in edge)]
             if degraded or not changed:
                 continue
             ids = [item_id for item_id, _ in changed]
@@ -92,4 +98,7 @@ class ServingContext:
             if degraded or rows is None:
                 continue
             loaded.catalog.apply_updates({i: r for i, r in zip(ids, rows) if r is not None})
-            self.synced_until[app_id] = max(ts for _, ts in changed)
+            newest = max(ts for _, ts in changed)
+            at_newest = {i for i, ts in changed if ts == newest}
+            self.synced_edge[app_id] = at_newest | edge if newest == since else at_newest
+            self.synced_until[app_id] = newest

@@ -25,7 +25,7 @@ import numpy as np
 
 from offline_training.schema import CATEGORY_SEP, ITEMS, LIST_SEP
 from recsys import bundle
-from recsys.item_features import catalog_tokenizer, category_levels
+from recsys.item_features import category_levels
 from search.bm25 import BM25Index
 from search.item_index import QUERIES_NAME, item_fields, load_item_index
 from search.query_log import QueryStats
@@ -103,7 +103,7 @@ class SearchState:
         index = load_item_index(loaded)
         if index is None or not loaded.has(f"{QUERIES_NAME}.json"):
             return None
-        state = cls(index, catalog_tokenizer(catalog.models.catalog), QueryStats(loaded.json(QUERIES_NAME)),
+        state = cls(index, catalog.tokenizer, QueryStats(loaded.json(QUERIES_NAME)),
                     catalog, SettingsFile(Path(loaded.path).parent))
         catalog.listeners.append(state.apply_updates)
         return state
