@@ -511,7 +511,8 @@ def _measured(server: Server, run: Any) -> tuple[Phase, dict[str, float]]:
     before, client_before = server.cpu_seconds(), time.process_time()
     phase = asyncio.run(run)
     after, client = server.cpu_seconds(), time.process_time() - client_before
-    n = max(1, sum(len(v) for v in phase.latencies.values()))
+    # every answer the CPU window saw, warm-up included (the latencies count only the measured window)
+    n = max(1, phase.sent - phase.errors - phase.unfinished)
     cpu = {f"{k}_cpu_ms_per_req": round((after[k] - before[k]) * 1000 / n, 3) for k in after}
     cpu["loadgen_cpu_ms_per_req"] = round(client * 1000 / n, 3)
     # the machine's 1-minute load average at the end: other work on a shared machine shows here

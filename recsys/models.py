@@ -82,6 +82,17 @@ class TrainedModels:
             blend += w * zscore(model.scores(model.user_matrix(keys_per_user)))
         return blend
 
+    def first_visit_scores(self, keys: list[str]) -> np.ndarray:
+        """`profile_user_scores([keys])[0]` for one user, without the batch path's sparse matrices."""
+        w = self.hybrid_weight
+        blend = np.zeros(len(self.items))
+        if w < 1:
+            blend += (1 - w) * zscore(self.kernel.scores(keys))
+        if w > 0:
+            model: HybridModel = _require(self.hybrid, "hybrid")
+            blend += w * zscore(model.item_repr @ model.key_vector(keys) + model.item_repr_bias)
+        return blend
+
     def popularity_scores(self) -> np.ndarray:
         return self.popularity.global_scores()
 

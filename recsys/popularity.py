@@ -52,7 +52,7 @@ class Popularity:
     def _lift(self, rows: np.ndarray, items: np.ndarray | slice) -> np.ndarray:
         """log p_s(i) − log p(i) for segment `rows` and the given items (columns)."""
         log_p = self._global_log()[items]
-        counts = self.segment_weight[np.ix_(rows, np.arange(len(self.item_weight))[items])].astype(np.float64)
+        counts = self.segment_weight[rows][:, items].astype(np.float64)
         totals = self.__dict__["_segment_totals"][rows][:, None]
         p_s = (counts + self.shrinkage * np.exp(log_p)) / (totals + self.shrinkage)
         return np.log(p_s) - log_p
@@ -69,15 +69,15 @@ class Popularity:
             return base
         return base + self.segment_log_lift(rows).mean(axis=0)
 
-    def top_segment_key(self, keys: list[str], item: int) -> str | None:
-        """The user's segment in which `item` is most over-represented (for the `reason`).
+    def top_segment_keys(self, keys: list[str], items: np.ndarray) -> list[str | None]:
+        """Per item, the user's segment in which it is most over-represented (for the `reason`).
 
-        Only the item's column is computed: this runs once per item of a page."""
+        Only the given items' columns are computed: this runs for one page of a feed."""
         rows = [(k, r) for k, r in ((k, self.segments.get(k)) for k in keys) if r is not None]
-        if not rows:
-            return None
-        lifts = self._lift(np.array([r for _, r in rows]), np.array([item]))[:, 0]
-        return rows[int(np.argmax(lifts))][0]
+        if not rows or len(items) == 0:
+            return [None] * len(items)
+        lifts = self._lift(np.array([r for _, r in rows]), np.asarray(items, dtype=np.int64))
+        return [rows[b][0] for b in np.argmax(lifts, axis=0).tolist()]
 
     def save(self, writer: BundleWriter) -> None:
         writer.save_array("pop_item_weight", self.item_weight)

@@ -105,10 +105,17 @@ class ProfileKernel:
             mine_mid = midpoint(value)
             if np.isnan(mine_mid):
                 continue
-            mids = np.array([midpoint(v) for v in self.values[f].ids])[np.maximum(sig, 0)]
+            mids = self._midpoints(f)[np.maximum(sig, 0)]
             dist = np.where(sig >= 0, (mids - mine_mid) / self.bandwidths[f], 0.0)
             log_w += -0.5 * dist**2
         return np.exp(self.power * (log_w - log_w.max())) * self.signature_users
+
+    def _midpoints(self, f: int) -> np.ndarray:
+        """Midpoints of field f's values, cached (the request path asks on every first visit)."""
+        cache = self.__dict__.setdefault("_mids", {})
+        if f not in cache:
+            cache[f] = np.array([midpoint(v) for v in self.values[f].ids])
+        return cache[f]
 
     def scores(self, keys: list[str]) -> np.ndarray:
         """Weighted share of similar users who interacted with each item."""

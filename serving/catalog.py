@@ -45,13 +45,15 @@ class ServingCatalog:
         self.edges = edges
         cat = models.catalog
         self.ids: list[str] = list(models.items.ids)
-        self.titles = cat["title"].astype(str).to_numpy(dtype=object)
-        self.categories = cat["category"].astype(str).to_numpy(dtype=object)
-        self.brands = cat["brand"].astype(str).to_numpy(dtype=object)
+        # plain lists: the request path reads them one item at a time, faster than NumPy object arrays
+        self.titles: list[str] = cat["title"].astype(str).tolist()
+        self.categories: list[str] = cat["category"].astype(str).tolist()
+        self.brands: list[str] = cat["brand"].astype(str).tolist()
         self.prices = cat["price"].to_numpy(dtype=np.float64).copy()
         self.available = (cat["visible"].astype(bool) & (cat["stock"] > 0)).to_numpy().copy()
         self._category_index = self._build_category_index(self.categories)
         self._audience = self._parse_audiences(cat["audience"].astype(str).tolist())
+        self._audience_cache: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
         self.new = NewItems()
         self._lock = threading.Lock()
         self._tokenizer: Tokenizer | None = None
@@ -60,7 +62,7 @@ class ServingCatalog:
 
     # --- static structure -----------------------------------------------------------------
     @staticmethod
-    def _build_category_index(categories: np.ndarray) -> dict[str, np.ndarray]:
+    def _build_category_index(categories: list[str]) -> dict[str, np.ndarray]:
         index: dict[str, list[int]] = {}
         for i, path in enumerate(categories):
             for level in category_levels(path):
@@ -93,14 +95,24 @@ class ServingCatalog:
         return self._category_index.get(category.strip().strip(CATEGORY_SEP))
 
     def audience_masks(self, merchant_profile: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
-        """(eligible, restricted): items the user may see, and items that have an audience at all."""
-        eligible = np.ones(len(self.ids), dtype=bool)
-        restricted = np.zeros(len(self.ids), dtype=bool)
-        for field_name, allowed, idx in self._audience:
-            restricted[idx] = True
-            if merchant_profile.get(field_name, "") not in allowed:
-                eligible[idx] = False
-        return eligible, restricted
+        """(eligible, restricted): items the user may see, and items that have an audience at all.
+
+        Read-only arrays, cached per combination of the profile values the audience rules look at
+        (few: a member level, a store), so a request does not rebuild two catalog-sized masks."""
+        signature = tuple(merchant_profile.get(field_name, "") for field_name, _, _ in self._audience)
+        masks = self._audience_cache.get(signature)
+        if masks is None:
+            eligible = np.ones(len(self.ids), dtype=bool)
+            restricted = np.zeros(len(self.ids), dtype=bool)
+            for field_name, allowed, idx in self._audience:
+                restricted[idx] = True
+                if merchant_profile.get(field_name, "") not in allowed:
+                    eligible[idx] = False
+            eligible.flags.writeable = restricted.flags.writeable = False
+            masks = (eligible, restricted)
+            if len(self._audience_cache) < 1024:  # bounded even if a rule's field takes free text
+                self._audience_cache[signature] = masks
+        return masks
 
     # --- live changes -----------------------------------------------------------------------
     def apply_updates(self, updates: dict[str, dict[str, Any]]) -> int:

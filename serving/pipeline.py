@@ -13,7 +13,10 @@ those units.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -24,6 +27,7 @@ from serving.catalog import ServingCatalog
 from serving.registry import LoadedApp
 from serving.scenes import SceneRules
 
+T = TypeVar("T")
 _VERBS = {"view": "viewed", "click": "viewed", "favorite": "saved", "cart": "added to cart",
           "purchase": "bought", "rating": "rated"}
 
@@ -86,13 +90,13 @@ def score_user(app: LoadedApp, user_id: str | None, state: UserState | None) -> 
             vector = als.user_factors[user]
             strategy = "als"
         scores = als.item_factors @ vector
-        seen = recent_seen + [(int(i), "view") for i in past[:50]]
+        seen = recent_seen + [(i, "view") for i in past[:50].tolist()]
         catalog = zscore(scores)
         new = _new_item_scores(app, keys)
         return Scored(catalog, new, strategy, seen, keys)
     if keys:
-        return Scored(models.profile_user_scores([keys])[0], _new_item_scores(app, keys), "hybrid", [], keys)
-    return Scored(zscore(models.popularity.user_scores([])), _new_item_scores(app, []), "popularity")
+        return Scored(models.first_visit_scores(keys), _new_item_scores(app, keys), "hybrid", [], keys)
+    return Scored(app.popularity_z, _new_item_scores(app, []), "popularity")
 
 
 def _new_item_scores(app: LoadedApp, keys: list[str]) -> np.ndarray:
@@ -101,10 +105,10 @@ def _new_item_scores(app: LoadedApp, keys: list[str]) -> np.ndarray:
     hybrid = app.models.hybrid
     if not new.ids or hybrid is None:
         return np.zeros(0)
-    user = hybrid.user_vectors(hybrid.user_matrix([keys]))[0]
-    catalog = hybrid.item_repr @ user + hybrid.item_repr_bias
+    user = hybrid.key_vector(keys)
+    mean, std = hybrid.catalog_moments(user)
     fresh = new.vectors @ user + new.biases
-    return (fresh - catalog.mean()) / max(float(catalog.std()), 1e-9)
+    return (fresh - mean) / max(std, 1e-9)
 
 
 def _anchors(scored: Scored, indices: list[int], factors_unit: np.ndarray | None) -> dict[int, tuple[int, str]]:
@@ -116,18 +120,25 @@ def _anchors(scored: Scored, indices: list[int], factors_unit: np.ndarray | None
     return {index: scored.history[int(b)] for index, b in zip(indices, best)}
 
 
-def _reason(app: LoadedApp, scored: Scored, index: int, anchor: tuple[int, str] | None) -> str:
+def _reasons(app: LoadedApp, scored: Scored, indices: list[int]) -> list[str]:
+    """The reason for each catalog item of a page."""
     cat = app.catalog
-    category = cat.categories[index]
     if scored.anchor_title is not None:
-        return f"related to {scored.anchor_title}"
-    if anchor is not None and anchor[0] != index:
-        return f"because you {_VERBS.get(anchor[1], 'viewed')} {cat.titles[anchor[0]]}"
+        return [f"related to {scored.anchor_title}"] * len(indices)
+    anchors = _anchors(scored, indices, app.item_factors_unit)
+    segments: list[str | None] = [None] * len(indices)
     if scored.strategy == "hybrid" and scored.profile_keys:
-        key = app.models.popularity.top_segment_key(scored.profile_keys, index)
-        if key:
-            return f"popular in {category} {describe_segment(key)}"
-    return f"popular in {category}"
+        segments = app.models.popularity.top_segment_keys(scored.profile_keys, np.array(indices, dtype=np.int64))
+    reasons = []
+    for index, segment in zip(indices, segments):
+        anchor = anchors.get(index)
+        if anchor is not None and anchor[0] != index:
+            reasons.append(f"because you {_VERBS.get(anchor[1], 'viewed')} {cat.titles[anchor[0]]}")
+        elif segment:
+            reasons.append(f"popular in {cat.categories[index]} {describe_segment(segment)}")
+        else:
+            reasons.append(f"popular in {cat.categories[index]}")
+    return reasons
 
 
 def describe_segment(key: str) -> str:
@@ -145,11 +156,10 @@ def rank(app: LoadedApp, user_id: str | None, state: UserState | None, rules: Sc
     """The page [offset, offset+n) of the ranked feed; returns (items, strategy, note)."""
     cat = app.catalog
     scored = scored or score_user(app, user_id, state)
-    scores = scored.catalog.astype(np.float64).copy()
-    allowed = cat.available.copy()
+    scores = np.array(scored.catalog, dtype=np.float64)  # a copy: the rules below change it
     merchant = state.merchant_profile if state else {}
     eligible, restricted = cat.audience_masks(merchant)
-    allowed &= eligible
+    allowed = cat.available & eligible
     if only_restricted:
         allowed &= restricted
     note = None
@@ -198,9 +208,9 @@ def rank(app: LoadedApp, user_id: str | None, state: UserState | None, rules: Sc
     want = offset + n
     order = _ordered_candidates(scores, new_scores, want, n, rules, cat)
     page = order[offset:want]
-    anchors = _anchors(scored, [index for source, index, _ in page if source == "item"], app.item_factors_unit)
+    reasons = iter(_reasons(app, scored, [index for source, index, _ in page if source == "item"]))
     items = []
-    for position, (source, index, score) in enumerate(page):
+    for source, index, score in page:
         if source == "pin":
             items.append(_catalog_item(app, index, score, "featured"))
         elif source == "new":
@@ -208,13 +218,13 @@ def rank(app: LoadedApp, user_id: str | None, state: UserState | None, rules: Sc
             items.append(Item(cat.new.ids[index], round(float(score), 4), f"new in {row['category']}",
                               str(row["title"]), str(row["category"]), float(row["price"] or 0)))
         else:
-            items.append(_catalog_item(app, index, score, _reason(app, scored, index, anchors.get(index))))
+            items.append(_catalog_item(app, index, score, next(reasons)))
     return items, scored.strategy, note
 
 
 def _catalog_item(app: LoadedApp, index: int, score: float, reason: str) -> Item:
     cat = app.catalog
-    return Item(cat.ids[index], round(float(score), 4), reason, str(cat.titles[index]), str(cat.categories[index]),
+    return Item(cat.ids[index], round(score, 4), reason, cat.titles[index], cat.categories[index],
                 float(cat.prices[index]))
 
 
@@ -230,9 +240,11 @@ def _ordered_candidates(scores: np.ndarray, new_scores: np.ndarray, want: int, p
     pool = min(len(scores), max(want * 4, 60))  # enough to fill capped pages; fewer Python objects
     top = np.argpartition(-scores, pool - 1)[:pool] if pool < len(scores) else np.arange(len(scores))
     top = top[np.argsort(-scores[top], kind="stable")]
-    candidates = [("item", int(i), float(scores[i])) for i in top if np.isfinite(scores[i])]
-    fresh = [("new", j, float(s)) for j, s in enumerate(new_scores) if np.isfinite(s)]
-    merged = sorted(candidates + fresh, key=lambda c: -c[2])
+    top = top[np.isfinite(scores[top])]
+    merged = [("item", i, s) for i, s in zip(top.tolist(), scores[top].tolist())]
+    fresh = [("new", j, s) for j, s in enumerate(new_scores.tolist()) if math.isfinite(s)]
+    if fresh:
+        merged = sorted(merged + fresh, key=lambda c: -c[2])
     if not (rules.max_per_category or rules.max_per_brand):
         return pinned + merged[: max(want - len(pinned), 0)]
     return pinned + _diversify(merged, want - len(pinned), page_size, rules, cat)
@@ -240,32 +252,40 @@ def _ordered_candidates(scores: np.ndarray, new_scores: np.ndarray, want: int, p
 
 def _diversify(candidates: list[tuple[str, int, float]], want: int, page_size: int, rules: SceneRules,
                cat: ServingCatalog) -> list[tuple[str, int, float]]:
-    """Greedy pages: an item over the category/brand cap of its page waits for the next page."""
+    """The candidates in diversified order (see `diverse_order`)."""
     def keys(c: tuple[str, int, float]) -> tuple[str, str]:
         if c[0] == "new":
             row = cat.new.rows[c[1]]
             return str(row["category"]), str(row["brand"])
         return cat.categories[c[1]], cat.brands[c[1]]
 
-    out: list[tuple[str, int, float]] = []
-    waiting = list(candidates)
+    return [candidates[k] for k in diverse_order(candidates, keys, want, page_size, rules)]
+
+
+def diverse_order(candidates: Sequence[T], keys: Callable[[T], tuple[str, str]], want: int, page_size: int,
+                  rules: SceneRules) -> list[int]:
+    """Positions of the first `want` candidates (best first) in greedy pages of `page_size`: an item
+    over its page's category / brand cap (`keys` gives both) waits for the next page."""
+    max_cat, max_brand = rules.max_per_category, rules.max_per_brand
+    out: list[int] = []
+    waiting = list(range(len(candidates)))
     while waiting and len(out) < want:
         per_cat: dict[str, int] = {}
         per_brand: dict[str, int] = {}
-        page: list[tuple[str, int, float]] = []
-        deferred = []
-        for c in waiting:
+        page: list[int] = []
+        deferred: list[int] = []
+        for position, k in enumerate(waiting):
             if len(page) >= page_size:
-                deferred.append(c)
-                continue
-            category, brand = keys(c)
-            if (rules.max_per_category and per_cat.get(category, 0) >= rules.max_per_category) or (
-                    rules.max_per_brand and brand and per_brand.get(brand, 0) >= rules.max_per_brand):
-                deferred.append(c)
+                deferred += waiting[position:]
+                break
+            category, brand = keys(candidates[k])
+            if (max_cat and per_cat.get(category, 0) >= max_cat) or (
+                    max_brand and brand and per_brand.get(brand, 0) >= max_brand):
+                deferred.append(k)
                 continue
             per_cat[category] = per_cat.get(category, 0) + 1
             per_brand[brand] = per_brand.get(brand, 0) + 1
-            page.append(c)
+            page.append(k)
         if not page:  # only capped items are left: relax rather than return a short page
             page, deferred = deferred[: page_size], deferred[page_size:]
         out += page

@@ -8,6 +8,7 @@ the previous one keeps serving and the error is reported by `GET /v1/admin/model
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ import numpy as np
 
 from offline_training.config import config_from_dict
 from recsys import bundle
-from recsys.models import TrainedModels
+from recsys.models import TrainedModels, zscore
 from recsys.related import unit_rows
 from serving.catalog import ServingCatalog
 from serving.search_state import SearchState
@@ -41,6 +42,13 @@ class LoadedApp:
     loaded_at: float = field(default_factory=time.time)
     #: Search index, query statistics and live item state; None for a bundle without a search index.
     search: SearchState | None = None
+
+    @functools.cached_property
+    def popularity_z(self) -> np.ndarray:
+        """The anonymous feed's scores in z units (read-only; the same for every anonymous request)."""
+        scores = zscore(self.models.popularity.user_scores([]))
+        scores.flags.writeable = False
+        return scores
 
     @classmethod
     def load(cls, app_id: str, loaded: bundle.Bundle) -> "LoadedApp":

@@ -12,7 +12,8 @@ from recsys.profiles import profile_keys
 from search.discovery import UserSignals, discover, shading, user_signals
 from search.hot import hot_list
 from search.suggest import suggest as suggest_terms
-from serving.deps import AppId, Context, Loaded
+from serving.context import ServingContext
+from serving.deps import App
 from serving.errors import ApiError
 from serving.registry import LoadedApp
 from serving.routes.recommend import UserId, user_state
@@ -51,33 +52,34 @@ def _signals(loaded: LoadedApp, state: UserState | None) -> UserSignals:
     return user_signals(state, category_of, keys)
 
 
-def _live_hot(ctx: Context, app_id: str, search: SearchState, max_age_s: float | None = None) -> LiveHot:
+def _live_hot(ctx: ServingContext, app_id: str, search: SearchState, max_age_s: float | None = None) -> LiveHot:
     def fetch() -> list[tuple[str, float]] | None:
         rows, degraded = ctx.gate.try_run(lambda: ctx.stores[app_id].hot_queries(HOT_FETCH))
         return None if degraded else rows or []
     return search.live_hot(fetch) if max_age_s is None else search.live_hot(fetch, max_age_s)
 
 
-def _hot_names(ctx: Context, app_id: str, search: SearchState, n: int = 20) -> tuple[list[str], bool]:
+def _hot_names(ctx: ServingContext, app_id: str, search: SearchState, n: int = 20) -> tuple[list[str], bool]:
     live = _live_hot(ctx, app_id, search)
     rows, _ = hot_list(live.rows, search.stats.popular, search.settings, n)
     return [q for q, _ in rows], live.rows is None
 
 
 @router.get("", response_model=SearchOut, summary="Search the catalog")
-def search(ctx: Context, app_id: AppId, loaded: Loaded,
-           q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, description="The query (1..100 characters)")],
-           user_id: UserId = None,
-           n: Annotated[int, Query(ge=1, le=MAX_N, description=f"Items per page (1..{MAX_N})")] = 20,
-           offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip (stable pagination)")] = 0,
-           category: Annotated[str | None, Query(max_length=200, description="Only this category path")] = None,
-           price_min: Annotated[float | None, Query(ge=0, description="Lowest price")] = None,
-           price_max: Annotated[float | None, Query(ge=0, description="Highest price")] = None,
-           in_stock: Annotated[bool, Query(description="false also lists visible items that are sold out")] = True,
-           ) -> SearchOut:
+async def search(app: App,
+                 q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, description="The query (1..100 characters)")],
+                 user_id: UserId = None,
+                 n: Annotated[int, Query(ge=1, le=MAX_N, description=f"Items per page (1..{MAX_N})")] = 20,
+                 offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip (stable pagination)")] = 0,
+                 category: Annotated[str | None, Query(max_length=200, description="Only this category path")] = None,
+                 price_min: Annotated[float | None, Query(ge=0, description="Lowest price")] = None,
+                 price_max: Annotated[float | None, Query(ge=0, description="Highest price")] = None,
+                 in_stock: Annotated[bool, Query(description="false also lists visible items that are sold out")] = True,
+                 ) -> SearchOut:
     """BM25 over title, brand, category and tags, personalized for known users; a query that names a
     brand, category or item exactly also returns `direct`; a vague need falls back to the categories
     closest to it (`fallback: true`) rather than an empty page."""
+    ctx, app_id, loaded = app.ctx, app.app_id, app.loaded
     if not q.strip():
         raise ApiError(422, "invalid_request", "q is empty: for an empty search box call "
                                                f"GET /v1/apps/{app_id}/search/shading for the default query")
@@ -97,14 +99,15 @@ def search(ctx: Context, app_id: AppId, loaded: Loaded,
 
 
 @router.get("/suggest", response_model=SuggestOut, summary="As-you-type suggestions")
-def suggest(ctx: Context, app_id: AppId, loaded: Loaded,
-            prefix: Annotated[str, Query(max_length=50, description="What the user typed: Chinese, pinyin, "
-                                                                     "pinyin initials or ASCII")],
-            user_id: UserId = None,
-            n: Annotated[int, Query(ge=1, le=20, description="Suggestions to return (1..20)")] = 10) -> SuggestOut:
+async def suggest(app: App,
+                  prefix: Annotated[str, Query(max_length=50, description="What the user typed: Chinese, pinyin, "
+                                                                           "pinyin initials or ASCII")],
+                  user_id: UserId = None,
+                  n: Annotated[int, Query(ge=1, le=20, description="Suggestions to return (1..20)")] = 10) -> SuggestOut:
     """Popular past queries (training log and live search events) and catalog terms (brands, categories,
     titles' leading words) whose text, full pinyin or pinyin initials start with `prefix`; the
     user's own recent queries and interest categories come first."""
+    ctx, app_id, loaded = app.ctx, app.app_id, app.loaded
     if not prefix.strip():
         raise ApiError(422, "invalid_request", "prefix is empty: show GET …/search/hot or …/search/shading instead")
     search_state = _search_state(loaded)
@@ -120,10 +123,11 @@ def suggest(ctx: Context, app_id: AppId, loaded: Loaded,
 
 
 @router.get("/hot", response_model=HotOut, summary="Hot searches")
-def hot(ctx: Context, app_id: AppId, loaded: Loaded,
-        n: Annotated[int, Query(ge=1, le=50, description="Queries to return (1..50)")] = 10) -> HotOut:
+async def hot(app: App,
+              n: Annotated[int, Query(ge=1, le=50, description="Queries to return (1..50)")] = 10) -> HotOut:
     """The most searched queries, time-decayed (recent searches count more), without blocked words;
     the training log's popular queries while there are no live searches or Redis is unreachable."""
+    ctx, app_id, loaded = app.ctx, app.app_id, app.loaded
     search_state = _search_state(loaded)
     settings = search_state.settings
     live = _live_hot(ctx, app_id, search_state, max_age_s=0.0)  # once per page view: read fresh
@@ -133,9 +137,10 @@ def hot(ctx: Context, app_id: AppId, loaded: Loaded,
 
 
 @router.get("/shading", response_model=ShadingOut, summary="Default query for an empty search box")
-def shading_word(ctx: Context, app_id: AppId, loaded: Loaded, user_id: UserId = None) -> ShadingOut:
+async def shading_word(app: App, user_id: UserId = None) -> ShadingOut:
     """A grey placeholder query from the user's interests (recent events' categories, recent queries,
     profile interests), else the hottest query."""
+    ctx, app_id, loaded = app.ctx, app.app_id, app.loaded
     search_state = _search_state(loaded)
     state, degraded = user_state(ctx, app_id, user_id)
     names, hot_degraded = _hot_names(ctx, app_id, search_state)
@@ -146,10 +151,11 @@ def shading_word(ctx: Context, app_id: AppId, loaded: Loaded, user_id: UserId = 
 
 
 @router.get("/discover", response_model=DiscoverOut, summary="Search discovery chips")
-def discover_chips(ctx: Context, app_id: AppId, loaded: Loaded, user_id: UserId = None,
-                   n: Annotated[int, Query(ge=1, le=20, description="Chips to return (1..20)")] = 8) -> DiscoverOut:
+async def discover_chips(app: App, user_id: UserId = None,
+                         n: Annotated[int, Query(ge=1, le=20, description="Chips to return (1..20)")] = 8) -> DiscoverOut:
     """Queries searched together with the user's recent queries, queries of their interest
     categories, then hot queries; never the user's own recent queries."""
+    ctx, app_id, loaded = app.ctx, app.app_id, app.loaded
     search_state = _search_state(loaded)
     state, degraded = user_state(ctx, app_id, user_id)
     names, hot_degraded = _hot_names(ctx, app_id, search_state)
