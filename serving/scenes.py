@@ -36,7 +36,8 @@ DEFAULTS: dict[str, SceneRules] = {
     "home": SceneRules(),
     "exclusive": SceneRules(max_per_category=0, max_per_brand=0),
     "related": SceneRules(max_per_category=0, max_per_brand=3),
-    "search": SceneRules(max_per_category=0, max_per_brand=0, fatigue_impressions=0),
+    # search: the query decides; rules apply only if configured, and a bought item stays findable
+    "search": SceneRules(max_per_category=0, max_per_brand=0, fatigue_impressions=0, exclude_purchased=False),
 }
 
 

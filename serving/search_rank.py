@@ -11,6 +11,11 @@ Score of a result (`strategy` says which applied):
   a containing query, else category names sharing its characters, else the user's own interests),
   ranked by the user's affinity (popularity for anonymous visitors), marked `fallback: true`.
 
+The search scene's rules (minirec.toml `[apps.<id>.scenes.search]`) then apply to the matches only:
+boosts and fatigue move items within them, pinned items that match come first, category / brand caps
+diversify each page; by default none is set and purchased items stay findable (people search to
+buy again).
+
 Every page of one query comes from the same deterministic ranking (ties broken by item position),
 so pagination is stable and pages are disjoint.
 """
@@ -27,8 +32,9 @@ from offline_training.schema import CATEGORY_SEP
 from search.discovery import UserSignals
 from search.settings import SearchSettings
 from search.tokenizer import normalize
-from serving.pipeline import Item, Scored, score_user
+from serving.pipeline import Item, Scored, diverse_order, score_user
 from serving.registry import LoadedApp
+from serving.scenes import DEFAULTS, SceneRules
 from serving.search_state import Direct, SearchState
 
 #: Matches ranked per query: pages come from this pool, so offset + n must stay within it.
@@ -149,8 +155,52 @@ def fallback_categories(state: SearchState, query: str, signals: UserSignals) ->
     return [(t, 1.0 / len(tops)) for t in tops]
 
 
+def _scene_scores(app: LoadedApp, state: SearchState, docs: np.ndarray, final: np.ndarray, rules: SceneRules,
+                  user_id: str | None, user_state: UserState | None) -> np.ndarray:
+    """The search scene's rules on the matches' scores: purchased items dropped (if configured),
+    fatigue and boosts in standard deviations of the matches' scores; never adds an item."""
+    final = final.copy()
+    unit = float(final.std()) if len(final) > 1 else 1.0
+    ids = [state.item_id(int(d)) for d in docs]
+    if rules.exclude_purchased:
+        purchased = set(user_state.purchased) if user_state is not None else set()
+        user = app.models.users.get(user_id) if user_id else None
+        if user is not None:
+            purchased |= {app.catalog.ids[i] for i in app.models.history(user)[0].tolist()}
+        final[[k for k, item_id in enumerate(ids) if item_id in purchased]] = -np.inf
+    if rules.fatigue_impressions and user_state is not None:
+        for k, item_id in enumerate(ids):
+            if user_state.shown.get(item_id, 0) >= rules.fatigue_impressions:
+                final[k] -= rules.fatigue_penalty * unit
+    for k, item_id in enumerate(ids):
+        if item_id in rules.boosted:
+            final[k] += rules.boosted[item_id] * unit
+    return final
+
+
+def _scene_order(state: SearchState, docs: np.ndarray, final: np.ndarray, rules: SceneRules,
+                 params: SearchParams) -> np.ndarray:
+    """Positions into `docs`, best first: pinned matches first (in config order), then by score,
+    diversified per page of `n` when the scene caps categories or brands."""
+    order = _order(docs, final)
+    order = order[np.isfinite(final[order])]
+    if rules.pinned:
+        position = {state.item_id(int(docs[k])): k for k in order}
+        first = [position[item_id] for item_id in rules.pinned if item_id in position]
+        taken = set(first)
+        order = np.array(first + [k for k in order.tolist() if k not in taken], dtype=np.int64)
+    if rules.max_per_category or rules.max_per_brand:
+        def keys(k: int) -> tuple[str, str]:
+            row = state.row(int(docs[k]))
+            return str(row["category"]), str(row["brand"])
+        picked = diverse_order(order.tolist(), keys, params.offset + params.n, params.n, rules)
+        order = order[picked]
+    return order
+
+
 def search_page(app: LoadedApp, state: SearchState, user_id: str | None, user_state: UserState | None,
-                signals: UserSignals, params: SearchParams, settings: SearchSettings) -> SearchPage:
+                signals: UserSignals, params: SearchParams, settings: SearchSettings,
+                rules: SceneRules = DEFAULTS["search"]) -> SearchPage:
     """One page of results for a query (`state` is `app.search`); see the module docstring."""
     mask, note = allowed_mask(state, user_state, params)
     tokens = state.tokenizer.tokens(params.query)
@@ -167,7 +217,8 @@ def search_page(app: LoadedApp, state: SearchState, user_id: str | None, user_st
         if personal:
             boost = settings.personal_weight * best * _affinity(app, state, scored, docs)
             final = final + boost
-        order = _order(docs, final)
+        final = _scene_scores(app, state, docs, final, rules, user_id, user_state)
+        order = _scene_order(state, docs, final, rules, params)
         page = order[params.offset: params.offset + params.n]
         items = []
         for k in page:
@@ -176,7 +227,7 @@ def search_page(app: LoadedApp, state: SearchState, user_id: str | None, user_st
                 reason += "; picked for you"
             items.append(_item(state, int(docs[k]), final[k], reason, prices))
         strategy = f"bm25+{scored.strategy}" if personal else "bm25"
-        return SearchPage(items, strategy, False, direct, None, len(docs))
+        return SearchPage(items, strategy, False, direct, None, len(order))
     return _fallback(app, state, scored, signals, params, mask, prices, direct, tokens)
 
 

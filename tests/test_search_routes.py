@@ -237,3 +237,28 @@ def test_redis_outage_keeps_search_answering_degraded(shop, tmp_path, redis_proc
         assert get(c, "/suggest", prefix="hw", user_id="someone")["suggestions"]
         assert get(c, "/shading", user_id="someone")["query"]
         assert get(c, "/discover", user_id="someone")["items"]
+
+
+# ------------------------------------------------------------------------------------ scene rules
+def test_search_scene_rules_pin_boost_cap_and_exclude(client, shop, items, tmp_path):
+    default = get(client, q="包邮", n=100)["items"]
+    matched = [i["item_id"] for i in default]
+    by_id = {i["item_id"]: i for i in default}
+    unmatched = next(i for i in items["item_id"] if i not in set(matched))
+    pinned, bought = matched[30], matched[0]
+    boosted = next(i for i in matched[60:] if by_id[i]["category"] != by_id[pinned]["category"])
+    scenes = (f'\n[apps.shop.scenes.search]\npinned = ["{unmatched}", "{pinned}"]\nboosted = {{ {boosted} = 50.0 }}\n'
+              'max_per_category = 1\nexclude_purchased = true\n')
+    buyer = "scene-buyer"
+    post_events(client, [{"event_id": "scene-buy", "user_id": buyer, "type": "purchase", "item_id": bought}])
+    # by default a bought item stays findable
+    assert bought in {i["item_id"] for i in get(client, q="包邮", n=100, user_id=buyer)["items"]}
+    config = server_config(shop, tmp_path, EXTERNAL_URL, scenes)
+    with TestClient(create_app(config)) as ruled:
+        page = get(ruled, q="包邮", n=5)["items"]
+        assert page[0]["item_id"] == pinned  # pinned and matching: first; pinned but not matching: absent
+        assert unmatched not in {i["item_id"] for i in get(ruled, q="包邮", n=100)["items"]}
+        assert page[1]["item_id"] == boosted and page[1]["score"] > by_id[boosted]["score"]
+        assert len({i["category"] for i in page}) == len(page)  # at most one per category on a page
+        assert bought not in {i["item_id"] for i in get(ruled, q="包邮", n=100, user_id=buyer)["items"]}
+        assert bought in {i["item_id"] for i in get(ruled, q="包邮", n=100)["items"]}

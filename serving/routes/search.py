@@ -88,7 +88,8 @@ async def search(app: App,
     search_state = _search_state(loaded)
     state, degraded = user_state(ctx, app_id, user_id)
     params = SearchParams(q, n, offset, category, price_min, price_max, in_stock)
-    page = search_page(loaded, search_state, user_id, state, _signals(loaded, state), params, search_state.settings)
+    page = search_page(loaded, search_state, user_id, state, _signals(loaded, state), params, search_state.settings,
+                       ctx.config.apps[app_id].scenes["search"])
     direct = None
     if page.direct is not None:
         target, count = page.direct
