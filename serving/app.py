@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -48,6 +49,15 @@ def _seed_profiles(ctx: ServingContext) -> None:
                  len(data.merchant_profiles), len(data.platform_profiles), app_cfg.seed_data)
 
 
+def _freeze_heap() -> None:
+    """Move what is loaded now (models, catalogs, tokenizer dictionaries: ~340k tracked objects for a
+    20k-item app) out of the garbage collector's reach. Otherwise every full collection walks them
+    all — measured 130 ms — and stalls the requests in flight: the p99 spikes of the serving bench.
+    Objects still die by reference counting; only cycles among frozen objects would outlive a reload."""
+    gc.collect()
+    gc.freeze()
+
+
 async def _background(ctx: ServingContext) -> None:
     """Poll for published models and item upserts; runs until the app stops."""
     while True:
@@ -55,6 +65,7 @@ async def _background(ctx: ServingContext) -> None:
         try:
             if ctx.registry.refresh():
                 ctx.metrics.set_versions({s["app_id"]: s["version"] for s in ctx.registry.status() if s["version"]})
+                _freeze_heap()
             await asyncio.to_thread(ctx.sync_items)
         except (StoreError, OSError) as exc:
             log.warning("background refresh failed: %s", exc)
@@ -85,6 +96,7 @@ def create_app(config: ServerConfig | str | Path | None = None) -> FastAPI:
         server_config = config if isinstance(config, ServerConfig) else load_server_config(
             config or os.environ.get("MINIREC_CONFIG", "minirec.toml"), redis_url=os.environ.get("REDIS_URL") or None)
         ctx = await asyncio.to_thread(_build_context, server_config)
+        _freeze_heap()
         app.state.ctx = ctx
         task = asyncio.create_task(_background(ctx))
         try:

@@ -25,7 +25,7 @@ def test_serve_bench_tiny(tmp_path: Path) -> None:
                              trials=5, users=300, items=200, events=8000)
     written = json.loads(out.read_text())
     assert written == json.loads(json.dumps(result))
-    for endpoint in ("bare", "home"):
+    for endpoint in ("bare", "home", "suggest"):
         numbers = written[endpoint]
         assert {"rps", "p50_ms", "p99_ms"} <= set(numbers)
         assert numbers["rps"] > 0
@@ -33,6 +33,13 @@ def test_serve_bench_tiny(tmp_path: Path) -> None:
         assert numbers["peak"]["p50_ms"] <= numbers["peak"]["p99_ms"]
         assert numbers["peak"]["errors"] == 0 and numbers["half_rate"]["errors"] == 0
     assert math.isclose(written["ratio_home_bare"], written["home"]["rps"] / written["bare"]["rps"], rel_tol=1e-2)
+    assert math.isclose(written["ratio_suggest_p99_bare_p99"], written["suggest"]["p99_ms"] / written["bare"]["p99_ms"],
+                        rel_tol=1e-2)
+    assert set(written["suggest"]["half_rate"]["by_kind"]) == {"text", "pinyin", "initials"}
+    same = written["bare_at_suggest_rate"]
+    assert same["errors"] == 0 and same["target_rps"] == written["suggest"]["half_rate"]["target_rps"]
+    assert math.isclose(written["ratio_suggest_p99_bare_p99_same_rate"], written["suggest"]["p99_ms"] / same["p99_ms"],
+                        rel_tol=1e-2)
     delay = written["event_to_feed_ms"]
     assert delay["trials"] == 5 and 0 < delay["p50"] <= delay["p99"]
     # the mix really reaches the three scoring paths
