@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.deps import Context
+from serving.metrics import CONTENT_TYPE_LATEST
 
 router = APIRouter(tags=["health"])
 
@@ -31,4 +31,4 @@ def readyz(ctx: Context) -> JSONResponse:
 @router.get("/metrics", summary="Prometheus metrics")
 def metrics(ctx: Context) -> Response:
     ctx.metrics.degraded.set(1 if ctx.gate.degraded else 0)
-    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
