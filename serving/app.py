@@ -63,7 +63,8 @@ async def _background(ctx: ServingContext) -> None:
     while True:
         await asyncio.sleep(min(ctx.config.reload_interval_s, 1.0))
         try:
-            if ctx.registry.refresh():
+            # loading a bundle takes seconds: off the event loop, so requests keep being answered
+            if await asyncio.to_thread(ctx.registry.refresh):
                 ctx.metrics.set_versions({s["app_id"]: s["version"] for s in ctx.registry.status() if s["version"]})
                 _freeze_heap()
             await asyncio.to_thread(ctx.sync_items)
