@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,33 @@ def _atomic_write_text(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
+def remove_abandoned_staging(app_dir: Path) -> list[Path]:
+    """Delete staging folders of trainings that died without cleaning up (SIGKILL, power loss).
+
+    A folder is abandoned when its name says it was made on this host by a process that no longer
+    runs; folders of other hosts (a shared artifacts volume) or of live processes are left alone.
+    """
+    removed = []
+    host = socket.gethostname()
+    for path in app_dir.glob(".staging-*"):
+        match = re.fullmatch(r"\.staging-[0-9-]+-(?P<host>.+)-(?P<pid>\d+)-[^-]+", path.name)
+        if match is None or match["host"] != host or _pid_alive(int(match["pid"])):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
 class BundleWriter:
     """Writes one bundle. Use as a context manager; `commit()` makes it a visible version.
 
@@ -93,7 +121,9 @@ class BundleWriter:
 
     def __enter__(self) -> "BundleWriter":
         self.app_dir.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".staging-{self.version}-", dir=self.app_dir))
+        remove_abandoned_staging(self.app_dir)
+        owner = f"{socket.gethostname()}-{os.getpid()}"
+        self.staging = Path(tempfile.mkdtemp(prefix=f".staging-{self.version}-{owner}-", dir=self.app_dir))
         return self
 
     def _register(self, name: str) -> Path:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -94,3 +98,18 @@ def test_unknown_version_and_bad_app_name(tmp_path):
         bundle.publish(tmp_path, "shop", "20000101-000000-000000")
     with pytest.raises(ValueError, match="invalid app id"):
         BundleWriter(tmp_path, "../escape")
+
+
+def test_staging_of_a_dead_training_is_removed_by_the_next(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    app_dir = tmp_path / "shop"
+    abandoned = app_dir / f".staging-20260101-000000-000000-{host}-{int(dead.stdout)}-abc123"
+    running = app_dir / f".staging-20260101-000000-000001-{host}-{os.getpid()}-def456"
+    elsewhere = app_dir / f".staging-20260101-000000-000002-other-host-{int(dead.stdout)}-ghi789"
+    for path in (abandoned, running, elsewhere):
+        path.mkdir(parents=True)
+        (path / "part.npy").write_bytes(b"x")
+    make_version(tmp_path, "shop")
+    assert not abandoned.exists()
+    assert running.exists() and elsewhere.exists()
