@@ -105,6 +105,16 @@ class UserState:
     recent_queries: list[str] = field(default_factory=list)  # newest first
 
 
+def _recent_entries(raw: list[str]) -> list[tuple[str, str, float]]:
+    """Entries of a user's recent-items list → (item_id, event type, ts); malformed ones skipped."""
+    entries = []
+    for entry in raw:
+        parts = entry.rsplit(keys.FIELD_SEP, 2)
+        if len(parts) == 3:
+            entries.append((parts[0], parts[1], float(parts[2])))
+    return entries
+
+
 def normalize_query(query: str) -> str:
     """The form a query is counted under: whitespace collapsed, lower case, at most 64 characters."""
     return " ".join(query.split()).lower()[:MAX_QUERY_CHARS]
@@ -329,13 +339,8 @@ class FeatureStore:
             pipe.hgetall(keys.platform_profile(user_id))
             pipe.lrange(keys.user_queries(app, user_id), 0, self.queries_max - 1)
             recent, purchased, shown, clicked, merchant, platform, queries = pipe.execute()
-        entries = []
-        for entry in recent:
-            parts = entry.rsplit(keys.FIELD_SEP, 2)
-            if len(parts) == 3:
-                entries.append((parts[0], parts[1], float(parts[2])))
         return UserState(
-            recent=entries,
+            recent=_recent_entries(recent),
             purchased=set(purchased),
             shown={item: int(n) for item, n in shown.items()},
             clicked=set(clicked),
@@ -343,6 +348,22 @@ class FeatureStore:
             platform_profile=dict(platform),
             recent_queries=list(queries),
         )
+
+    def search_box_state(self, user_id: str) -> UserState:
+        """What the search box (suggestions, shading word, discovery) needs of a user: recent items,
+        profiles and recent queries, one round trip. Purchases, impressions and clicks stay empty:
+        they are not read (the impression hash of an active user is the largest of these keys, and
+        suggest runs on every keystroke)."""
+        app = self.app
+        with _guard("search_box_state"):
+            pipe = self._pipe()
+            pipe.lrange(keys.recent(app, user_id), 0, self.recent_max - 1)
+            pipe.hgetall(keys.merchant_profile(app, user_id))
+            pipe.hgetall(keys.platform_profile(user_id))
+            pipe.lrange(keys.user_queries(app, user_id), 0, self.queries_max - 1)
+            recent, merchant, platform, queries = pipe.execute()
+        return UserState(recent=_recent_entries(recent), purchased=set(), shown={}, clicked=set(),
+                         merchant_profile=dict(merchant), platform_profile=dict(platform), recent_queries=list(queries))
 
     def _put_profile(self, key: str, fields: Mapping[str, str], what: str) -> None:
         for name, value in fields.items():

@@ -122,6 +122,18 @@ def test_user_state_semantics(store: FeatureStore, clock: Clock) -> None:
     assert (empty.merchant_profile, empty.platform_profile, empty.recent_queries) == ({}, {}, [])
 
 
+def test_search_box_state_reads_the_signals_of_the_full_state(store: FeatureStore) -> None:
+    store.record([ev("s1", "u1", "impression", T0 - 5, "i1"), ev("s2", "u1", "view", T0 - 4, "i2"),
+                  ev("s3", "u1", "purchase", T0 - 3, "i3"), ev("s4", "u1", "search", T0 - 2, query="手机")])
+    store.put_merchant_profile("u1", {"member_level": "gold"})
+    store.put_platform_profile("u1", {"age_band": "25-34", "consent": "personalization"})
+    full, box = store.user_state("u1"), store.search_box_state("u1")
+    assert (box.recent, box.merchant_profile, box.platform_profile, box.recent_queries) == \
+        (full.recent, full.merchant_profile, full.platform_profile, full.recent_queries)
+    assert full.shown and full.purchased and full.clicked  # read by the full state only
+    assert (box.shown, box.purchased, box.clicked) == ({}, set(), set())
+
+
 def test_recent_is_newest_first_and_capped(store: FeatureStore) -> None:
     # Out-of-order timestamps inside a batch are applied in time order.
     store.record([ev(f"v{i}", "u1", "view", T0 + (7 - i), f"i{7 - i}") for i in range(8)])

@@ -52,6 +52,13 @@ def _signals(loaded: LoadedApp, state: UserState | None) -> UserSignals:
     return user_signals(state, category_of, keys)
 
 
+def _search_box_state(ctx: ServingContext, app_id: str, user_id: str | None) -> tuple[UserState | None, bool]:
+    """The user's signals for the search box (lighter than the full state), or (None, degraded)."""
+    if not user_id:
+        return None, False
+    return ctx.gate.try_run(lambda: ctx.stores[app_id].search_box_state(user_id))
+
+
 def _live_hot(ctx: ServingContext, app_id: str, search: SearchState, max_age_s: float | None = None) -> LiveHot:
     def fetch() -> list[tuple[str, float]] | None:
         rows, degraded = ctx.gate.try_run(lambda: ctx.stores[app_id].hot_queries(HOT_FETCH))
@@ -112,7 +119,7 @@ async def suggest(app: App,
     if not prefix.strip():
         raise ApiError(422, "invalid_request", "prefix is empty: show GET …/search/hot or …/search/shading instead")
     search_state = _search_state(loaded)
-    state, degraded = user_state(ctx, app_id, user_id)
+    state, degraded = _search_box_state(ctx, app_id, user_id)
     live = _live_hot(ctx, app_id, search_state)
     indexes = [search_state.suggest] + ([live.index] if live.index is not None else [])
     signals = _signals(loaded, state)
@@ -143,7 +150,7 @@ async def shading_word(app: App, user_id: UserId = None) -> ShadingOut:
     profile interests), else the hottest query."""
     ctx, app_id, loaded = app.ctx, app.app_id, app.loaded
     search_state = _search_state(loaded)
-    state, degraded = user_state(ctx, app_id, user_id)
+    state, degraded = _search_box_state(ctx, app_id, user_id)
     names, hot_degraded = _hot_names(ctx, app_id, search_state)
     found = shading(search_state.stats, _signals(loaded, state), names, search_state.settings)
     query, source, reason = found if found else (None, None, None)
@@ -158,7 +165,7 @@ async def discover_chips(app: App, user_id: UserId = None,
     categories, then hot queries; never the user's own recent queries."""
     ctx, app_id, loaded = app.ctx, app.app_id, app.loaded
     search_state = _search_state(loaded)
-    state, degraded = user_state(ctx, app_id, user_id)
+    state, degraded = _search_box_state(ctx, app_id, user_id)
     names, hot_degraded = _hot_names(ctx, app_id, search_state)
     chips = discover(search_state.stats, _signals(loaded, state), names, search_state.settings, n)
     return DiscoverOut(request_id=uuid.uuid4().hex, model_version=loaded.version, degraded=degraded or hot_degraded,
