@@ -84,9 +84,12 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
                         description="Split the data by a protocol, train on one side, rank for the other, and compare "
                                     "with popularity on the same users. Prints a table; --json writes the report.")
     ev.add_argument("--data", required=True, help="the app's data folder")
-    ev.add_argument("--protocol", required=True, choices=["stratified", "last-out", "cold-users", "cold-items"],
+    ev.add_argument("--protocol", required=True,
+                    choices=["stratified", "last-out", "cold-users", "cold-items", "fold-in"],
                     help="stratified: per-user random 75/25; last-out: each user's latest item; cold-users: 20%% of "
-                         "users held out (profile only); cold-items: 20%% of items held out (content only)")
+                         "users held out (profile only); cold-items: 20%% of items held out (content only); "
+                         "fold-in: 20%% of users left out of training, 75%% of their items folded in as serving "
+                         "does with recent events")
     ev.add_argument("--k", type=int, default=10, help="cut-off of the ranking metrics (default 10)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     ev.add_argument("--json", help="write the report as JSON to this file")

@@ -5,6 +5,8 @@ What "model" and "popularity" mean per protocol (both rank the same users on the
 - cold-users: hybrid + segment popularity from the profile alone vs global popularity.
 - cold-items: content similarity to the user's history vs category popularity (the mean training
   popularity of the item's category), both ranking only the held-out items.
+- fold-in: ALS vectors folded in from the history of users left out of training (serving's path for
+  a user's recent events) vs global popularity; the history items are excluded.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from offline_training.datafolder import AppData
 from offline_training.fit import fit_models, positive_mask
 from offline_training.metrics import ranking_metrics
 from offline_training.splits import make_split
+from recsys.matrix import event_weights, user_item_matrix
 from recsys.models import TrainedModels
 from recsys.profiles import profile_key_table
 from recsys.topk import blocked_top_k
@@ -30,12 +33,14 @@ MODEL_NAMES = {
     "last-out": "ALS",
     "cold-users": "profile-neighbour popularity + LightFM hybrid",
     "cold-items": "content similarity to history (hybrid item features)",
+    "fold-in": "ALS fold-in of the user's history",
 }
 BASELINE_NAMES = {
     "stratified": "global popularity",
     "last-out": "global popularity",
     "cold-users": "global popularity",
     "cold-items": "category popularity",
+    "fold-in": "global popularity",
 }
 
 
@@ -58,6 +63,23 @@ def _warm_user_recs(models: TrainedModels, test: pd.DataFrame, k: int) -> tuple[
     model = blocked_top_k(len(users), k, lambda rows: models.known_user_scores(users[rows]), exclude)[0]
     pop = baseline_popularity(models)
     base = blocked_top_k(len(users), k, lambda rows: np.broadcast_to(pop, (len(rows), len(pop))), exclude)[0]
+    return model, base, _truth(test, user_ids, models.items.index, len(models.items))
+
+
+def _fold_in_recs(models: TrainedModels, cfg: TrainConfig, history: pd.DataFrame, test: pd.DataFrame,
+                  now_ts: int, k: int) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
+    als = models.als
+    assert als is not None
+    user_ids = sorted(test["user_id"].unique())
+    rows = pd.Series(history["user_id"]).map({u: i for i, u in enumerate(user_ids)}).fillna(-1).to_numpy(np.int64)
+    ev = cfg.events
+    weights = event_weights(history, ev.weights, ev.use_rating_value, ev.half_life_days, now_ts)
+    known = user_item_matrix(rows, models.items.lookup(history["item_id"]), weights, len(user_ids), len(models.items))
+    vectors = np.stack([als.fold_in(known[r].indices, known[r].data) if known[r].nnz else
+                        np.zeros(als.item_factors.shape[1], dtype=np.float32) for r in range(len(user_ids))])
+    model = blocked_top_k(len(user_ids), k, lambda r: vectors[r] @ als.item_factors.T, known)[0]
+    pop = baseline_popularity(models)
+    base = blocked_top_k(len(user_ids), k, lambda r: np.broadcast_to(pop, (len(r), len(pop))), known)[0]
     return model, base, _truth(test, user_ids, models.items.index, len(models.items))
 
 
@@ -99,10 +121,15 @@ def evaluate(data: AppData, cfg: TrainConfig, protocol: str, k: int = 10, seed: 
     if split.test.empty:
         raise ValueError(f"protocol {protocol!r} leaves no test interactions for this data")
     cold_users = {"hybrid"} if cfg.coldstart.hybrid_weight > 0 else set()
-    needs = {"stratified": {"als"}, "last-out": {"als"}, "cold-users": cold_users, "cold-items": {"hybrid"}}
+    needs = {"stratified": {"als"}, "last-out": {"als"}, "cold-users": cold_users, "cold-items": {"hybrid"},
+             "fold-in": {"als"}}
     models = fit_models(data, cfg, split.train, progress=progress, parts=frozenset(needs[protocol]))
     if protocol in ("stratified", "last-out"):
         model, base, truth = _warm_user_recs(models, split.test, k)
+    elif protocol == "fold-in":
+        assert split.history is not None
+        now_ts = int(data.interactions["ts"].max()) if len(data.interactions) else 0
+        model, base, truth = _fold_in_recs(models, cfg, split.history, split.test, now_ts, k)
     elif protocol == "cold-users":
         model, base, truth = _cold_user_recs(models, data, cfg, split.test, k)
     else:

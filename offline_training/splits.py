@@ -8,6 +8,8 @@ on the same side (a view in train and the purchase of the same item in test woul
 - cold-users: 20% of users are held out entirely; the model knows only their profiles.
 - cold-items: 20% of items are held out entirely; warm users must find them among the held-out items,
   which the model knows only by their content.
+- fold-in: 20% of users are left out of training; 75% of each one's pairs are their history, which is
+  folded into the trained model as serving does with a user's recent events; the rest is the test.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-PROTOCOLS = ("stratified", "last-out", "cold-users", "cold-items")
+PROTOCOLS = ("stratified", "last-out", "cold-users", "cold-items", "fold-in")
 
 
 @dataclass
@@ -29,6 +31,8 @@ class Split:
     test: pd.DataFrame
     #: cold-items only: the held-out item ids, the candidate set.
     candidate_items: np.ndarray | None = None
+    #: fold-in only: interaction rows of the held-out users that the model is given after training.
+    history: pd.DataFrame | None = None
 
 
 def _pairs(frame: pd.DataFrame, positive: np.ndarray) -> pd.DataFrame:
@@ -89,9 +93,19 @@ def cold_items(frame: pd.DataFrame, positive: np.ndarray, seed: int, share: floa
     return Split("cold-items", train, test, candidate_items=held)
 
 
+def fold_in(frame: pd.DataFrame, positive: np.ndarray, seed: int, share: float = 0.2) -> Split:
+    users = np.sort(frame.loc[positive, "user_id"].unique())
+    rng = np.random.default_rng(seed)
+    held = rng.choice(users, size=int(round(share * len(users))), replace=False)
+    is_held = frame["user_id"].isin(held).to_numpy()
+    inner = stratified(frame.loc[is_held].reset_index(drop=True), positive[is_held], seed)
+    return Split("fold-in", frame.loc[~is_held].reset_index(drop=True), inner.test, history=inner.train)
+
+
 def make_split(protocol: str, frame: pd.DataFrame, positive: np.ndarray, seed: int) -> Split:
     """Split interactions by `protocol` (one of PROTOCOLS)."""
-    makers = {"stratified": stratified, "last-out": last_out, "cold-users": cold_users, "cold-items": cold_items}
+    makers = {"stratified": stratified, "last-out": last_out, "cold-users": cold_users, "cold-items": cold_items,
+              "fold-in": fold_in}
     if protocol not in makers:
         raise ValueError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
     return makers[protocol](frame, positive, seed)

@@ -72,6 +72,10 @@ class ALSModel:
 
         The same least-squares step as implicit's `recalculate_user` (tests compare the two):
         (YᵀY + λI + Σ_i (c_i − 1) y_i y_iᵀ) x = Σ_i c_i y_i, with c = alpha × summed confidences.
+        The confidences are raw event weights, not re-weighted as training rows are: with the BM25
+        weighting re-applied, fold-in gave back the trained vectors (top-10 overlap 0.98) but ranked
+        worse (stratified known users, NDCG@10: synthetic mall 0.151 vs 0.164 raw, Amazon Scientific
+        0.109 vs 0.111), though raw weights cover fewer items (mall coverage 0.63 vs 0.70).
         Done in NumPy with YᵀY cached, because implicit rebuilds YᵀY and a model on every call
         (about 20 ms on 20k items, against well under a millisecond here)."""
         unique, where = np.unique(np.asarray(items, dtype=np.int64), return_inverse=True)

@@ -62,11 +62,14 @@ class ProfileKernel:
         """Group training users by their values of `fields` and sum their (binary) interactions."""
         fields = list(fields)
         table = key_table[key_table["user_id"].isin(users.index)]
-        table = table.assign(field=table["key"].map(field_of), value=table["key"].str.split("=", n=1).str[1])
+        keys = table["key"].astype(str)  # an empty table (a data set without profiles) has no str dtype
+        table = table.assign(field=keys.map(field_of), value=keys.str.split("=", n=1).str[1])
         table = table[table["field"].isin(fields)].drop_duplicates(["user_id", "field"])
         wide = table.pivot(index="user_id", columns="field", values="value").reindex(list(users.ids))
-        wide = wide.reindex(columns=fields).fillna("")
-        signature_ids, uniques = pd.factorize(wide.apply(lambda r: "\x1f".join(r), axis=1))
+        wide = wide.reindex(columns=fields).fillna("").astype(str)
+        # Users with no profile fields all share one signature (the empty one).
+        joined = wide.agg("\x1f".join, axis=1) if fields else pd.Series("", index=wide.index)
+        signature_ids, uniques = pd.factorize(joined)
         n_sig = len(uniques)
         members = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (signature_ids, np.arange(len(users)))),
                                 shape=(n_sig, len(users)))

@@ -191,3 +191,13 @@ def test_amazon_broken_chain(amazon_scientific: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"Scientific\.test\.inter, row 2: row does not continue"):
         import_amazon_unisrec(src, out)
     assert not out.exists()
+
+
+def test_amazon_trains_and_evaluates_without_profiles(amazon: tuple[dict, AppData]) -> None:
+    """Amazon has no user profiles: the profile kernel degrades to one signature instead of failing."""
+    from offline_training.config import TrainConfig
+    from offline_training.evaluate import evaluate
+
+    report = evaluate(amazon[1], TrainConfig(), "fold-in", progress=False)
+    assert report["n_users"] > 1000
+    assert report["model"]["ndcg@10"] > 2 * report["popularity"]["ndcg@10"]

@@ -39,7 +39,7 @@ def events(n_users: int = 30, per_user: int = 8, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.mark.parametrize("protocol", ["stratified", "last-out", "cold-users", "cold-items"])
+@pytest.mark.parametrize("protocol", ["stratified", "last-out", "cold-users", "cold-items", "fold-in"])
 def test_no_test_pair_is_in_training(protocol):
     frame = events()
     split = make_split(protocol, frame, np.ones(len(frame), dtype=bool), seed=1)
@@ -51,6 +51,12 @@ def test_no_test_pair_is_in_training(protocol):
         assert len(set(split.test["user_id"])) == 6  # 20% of 30
     if protocol == "cold-items":
         assert not set(split.train["item_id"]) & set(split.candidate_items)
+    if protocol == "fold-in":
+        held = set(split.history["user_id"])
+        assert len(held) == 6 and not held & set(split.train["user_id"])
+        assert set(split.test["user_id"]) <= held
+        history_pairs = set(zip(split.history["user_id"], split.history["item_id"]))
+        assert not history_pairs & test_pairs
 
 
 def test_stratified_puts_three_quarters_of_each_users_pairs_in_training():
