@@ -90,6 +90,8 @@ def _cold_user_recs(models: TrainedModels, data: AppData, cfg: TrainConfig, test
     platform = data.platform_profiles[data.platform_profiles["user_id"].isin(user_ids)]
     keys = profile_key_table(merchant, platform, cfg.scope_map()).groupby("user_id")["key"].agg(list)
     keys_per_user = [keys.get(u, []) for u in user_ids]
+    if not any(keys_per_user):
+        raise ValueError("cold-users needs user profiles: none of the held-out users has one in this data")
     model = blocked_top_k(len(user_ids), k, lambda rows: models.profile_user_scores([keys_per_user[r] for r in rows]))[0]
     pop = baseline_popularity(models)
     base = blocked_top_k(len(user_ids), k, lambda rows: np.broadcast_to(pop, (len(rows), len(pop))))[0]

@@ -201,3 +201,11 @@ def test_amazon_trains_and_evaluates_without_profiles(amazon: tuple[dict, AppDat
     report = evaluate(amazon[1], TrainConfig(), "fold-in", progress=False)
     assert report["n_users"] > 1000
     assert report["model"]["ndcg@10"] > 2 * report["popularity"]["ndcg@10"]
+
+
+def test_cold_users_is_refused_without_profiles(amazon: tuple[dict, AppData]) -> None:
+    from offline_training.config import TrainConfig
+    from offline_training.evaluate import evaluate
+
+    with pytest.raises(ValueError, match="needs user profiles"):
+        evaluate(amazon[1], TrainConfig(), "cold-users", progress=False)
