@@ -160,6 +160,13 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
                                         "queries); then the delay from an event to a changed feed.")
     from bench import serve_bench
     serve_bench.add_arguments(serve)
+    profile = bsub.add_parser("profile", help="where a request's server CPU goes, by layer (py-spy)",
+                              description="Drive one endpoint of the serving bench's server at its peak and sample "
+                                          "the server with py-spy: the share and CPU ms per request of our models "
+                                          "and rules, our route code, the Redis client, FastAPI/Starlette/pydantic "
+                                          "and uvicorn/asyncio. Needs py-spy (dev extra) and ptrace permission.")
+    from bench import profile_serve
+    profile_serve.add_arguments(profile)
 
 
 def _add_demo_command(sub: argparse._SubParsersAction) -> None:
@@ -316,6 +323,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         run_search_bench(args.json, data=args.data, n_items=args.items, n_queries=args.queries,
                          reference_queries=args.reference_queries)
         return 0
+    if args.bench_command == "profile":
+        from bench import profile_serve
+        return profile_serve.run_from_args(args)
     from bench import serve_bench
     return serve_bench.run_from_args(args)
 
