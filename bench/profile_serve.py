@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from bench import serve_bench as sb
 
@@ -32,7 +32,8 @@ from bench import serve_bench as sb
 #: sys.path entry. A sample goes to the layer of its innermost frame that matches one; asyncio's own
 #: frames are skipped there (Redis replies are read inside them) and count only when nothing else does.
 LAYERS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("models and rules", re.compile(r"\((serving/(pipeline|catalog|scenes|search_rank|search_state)\.py|(recsys|search)/)")),
+    ("models and rules",
+     re.compile(r"\((serving/(pipeline|catalog|scenes|search_rank|search_state)\.py|(recsys|search)/)")),
     ("route code", re.compile(r"\((serving|features)/")),
     ("redis client", re.compile(r"\((redis|hiredis)/")),
     ("fastapi, starlette, pydantic", re.compile(r"\((fastapi|starlette|pydantic|pydantic_core)/")),
@@ -149,17 +150,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    """Run with parsed `add_arguments` options; prints the table on stdout."""
     result = run_profile(args.endpoint, workdir=Path(args.workdir), duration_s=args.duration, rate=args.rate,
                          concurrency=args.concurrency)
     print(format_table(result))
     return 0
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
