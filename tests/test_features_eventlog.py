@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -84,6 +87,51 @@ def test_concurrent_appends_from_two_processes_stay_intact(tmp_path: Path) -> No
     assert all(owners[k] == owners[k - k % size] for k in range(len(owners)))
     writers = [owner[0] for owner in owners[::size]]
     assert sum(a != b for a, b in zip(writers, writers[1:])) >= 2  # the two processes did take turns
+
+
+def test_batches_arriving_during_a_write_are_committed_together(tmp_path: Path) -> None:
+    """Group commit: while another process holds the file's lock, the first thread waits in its write
+    and every batch arriving meanwhile queues; they are then written whole, with one more fsync."""
+    log = EventLog(tmp_path, clock=lambda: T0)
+    path = log.append("shop", [event("warm-up")])  # the file exists, so its lock can be held
+    commits_before = log.commits
+    fd = os.open(path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a writer in another worker process would
+    threads = [threading.Thread(target=log.append, args=("shop", [event(f"t{n}-{i}") for i in range(3)]))
+               for n in range(12)]
+    try:
+        threads[0].start()
+        deadline = time.monotonic() + 10
+        while path not in log._committing and time.monotonic() < deadline:
+            time.sleep(0.001)
+        for thread in threads[1:]:
+            thread.start()
+        while len(log._waiting.get(path, [])) < 11 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert len(log._waiting[path]) == 11  # all queued behind the blocked write
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert log.commits - commits_before == 2  # the blocked batch, then the eleven queued ones at once
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    ids = [e["event_id"] for e in events]
+    assert sorted(ids) == sorted(["warm-up"] + [f"t{n}-{i}" for n in range(12) for i in range(3)])
+    for n in range(12):  # every batch whole and contiguous
+        at = ids.index(f"t{n}-0")
+        assert ids[at:at + 3] == [f"t{n}-0", f"t{n}-1", f"t{n}-2"]
+
+
+def test_a_failed_write_reaches_its_caller_and_the_next_append_still_works(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "log", clock=lambda: T0)
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "shop").write_text("not a folder")  # the app's folder cannot be made
+    with pytest.raises(OSError):
+        log.append("shop", [event("e1")])
+    (tmp_path / "log" / "shop").unlink()
+    path = log.append("shop", [event("e2")])  # nothing left locked or waiting
+    assert [json.loads(line)["event_id"] for line in path.read_text().splitlines()] == ["e2"]
 
 
 def test_a_torn_last_line_is_skipped_and_does_not_swallow_the_next_batch(tmp_path: Path) -> None:
