@@ -26,8 +26,10 @@ What it does (issue 3, "Targets"):
    user, GET home, POST a `purchase` of the feed's first item, and poll home until that item is
    gone; the delay is from the start of the POST to the end of the first response without it.
    The same with a `view` (until the feed changes) is reported as an extra.
+   Last, the two phases for `POST …/events` with one event each (impressions, 1 in 5 a click, each
+   with a new event_id): what the durable log (fsync, group commit) and Redis updates sustain.
 3. Writes `--json`: `{"bare": {"rps", "p50_ms", "p99_ms"}, "home": {…}, "ratio_home_bare",
-   "event_to_feed_ms": {"p50", "p99"}, "suggest": {…}, "bare_at_suggest_rate": {…},
+   "event_to_feed_ms": {"p50", "p99"}, "suggest": {…}, "bare_at_suggest_rate": {…}, "events": {…},
    "ratio_suggest_p99_bare_p99_same_rate", "ratio_suggest_p99_bare_p99"}` where `rps` is
    the peak (closed loop) and `p50_ms` /
    `p99_ms` are at half of that peak (open loop) — the numbers the targets are about. Extra keys:
@@ -533,8 +535,11 @@ def _measured(server: Server, run: Any) -> tuple[Phase, dict[str, float]]:
 
 
 def drive(server: Server, requests: Sequence[tuple[str, bytes]], *, duration_s: float,
-          concurrency: int) -> dict[str, Any]:
-    """Peak (closed loop) then half of that rate (open loop) against a running server."""
+          concurrency: int, half_rate_requests: Sequence[tuple[str, bytes]] | None = None) -> dict[str, Any]:
+    """Peak (closed loop) then half of that rate (open loop) against a running server.
+
+    Both phases send `requests` from the start, unless `half_rate_requests` is given for the second
+    (for requests that must not repeat, such as events with their own ids)."""
     # A full collection of this process's heap (the mall, pandas, pypinyin's dictionaries) stalls the
     # load generator for tens of ms, which the open loop would charge to the server: keep it out.
     gc.collect()
@@ -548,7 +553,7 @@ def drive(server: Server, requests: Sequence[tuple[str, bytes]], *, duration_s: 
         raise RuntimeError(f"no request succeeded at peak ({peak.errors} errors):\n{server.log_tail()}")
     rate = peak_summary["rps"] / 2
     half, half_cpu = _measured(server, _open_loop(
-        server.port, requests, rate=rate, duration_s=duration_s, connections=max(2 * concurrency, 16),
+        server.port, requests if half_rate_requests is None else half_rate_requests, rate=rate, duration_s=duration_s, connections=max(2 * concurrency, 16),
         max_requests=int(rate * duration_s) + 1))
     half_summary = {**half.summary(), **half_cpu, "target_rps": round(rate, 1)}
     half_summary["achieved_rps"] = half_summary.pop("rps")
@@ -611,6 +616,22 @@ def suggest_requests(prep: Prepared, port: int, n: int = 5000, seed: int = 1) ->
         user = f"&user_id={prep.known[int(rng.integers(len(prep.known)))]}" if rng.random() < 0.5 else ""
         path = f"/v1/apps/{APP}/search/suggest?prefix={urllib.parse.quote(prefix)}{user}"
         out.append((forms[f], encode_get(path, port)))
+    return out
+
+
+def event_requests(prep: Prepared, port: int, n: int, seed: int = 2) -> list[tuple[str, bytes]]:
+    """`n` pre-encoded `POST events` requests of one event each (click 1 in 5, else impression) by
+    known users, each with its own event_id so none is a duplicate."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        kind = "click" if rng.random() < 0.2 else "impression"
+        body = json.dumps({"events": [{
+            "event_id": f"bench-{seed}-{i}", "type": kind, "user_id": prep.known[int(rng.integers(len(prep.known)))],
+            "item_id": prep.items[int(rng.integers(len(prep.items)))]}]}).encode()
+        head = (f"POST /v1/apps/{APP}/events HTTP/1.1\r\nHost: {HOST}:{port}\r\nX-API-Key: {BENCH_KEY}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+        out.append((kind, head.encode() + body))
     return out
 
 
@@ -746,6 +767,11 @@ def run_serve_bench(json_path: str | Path | None, *, workdir: Path, duration_s: 
         picked = rng.choice(prep.known, size=min(2 * trials, len(prep.known)), replace=False).tolist()
         result["event_to_feed_ms"] = event_to_feed(server.port, picked[:trials], "purchase")
         result["event_to_feed_view_ms"] = event_to_feed(server.port, picked[trials:], "view")
+        # Last, as its events change the users' state. Every event is new (no duplicate shortcut):
+        # enough for a peak of 3k/s, then as many again, with other ids, for the half-rate phase.
+        events = event_requests(prep, server.port, 2 * (int((duration_s + 2) * 3000) + 1000))
+        result["events"] = drive(server, events[:len(events) // 2], duration_s=duration_s, concurrency=concurrency,
+                                 half_rate_requests=events[len(events) // 2:])
 
     bare, home = result["bare"], result["home"]
     result["ratio_home_bare"] = round(home["rps"] / bare["rps"], 3) if bare["rps"] else float("nan")
@@ -786,7 +812,7 @@ def format_table(result: dict[str, Any]) -> str:
     """A readable summary of a `run_serve_bench` result."""
     rows = [f"{'endpoint':<10} {'peak rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'half-rate':>10} "
             f"{'p50 ms':>8} {'p99 ms':>8} {'p99/p50':>8} {'srv cpu ms/req':>15}"]
-    for name in [n for n in ("bare", "home", "suggest") if n in result]:
+    for name in [n for n in ("bare", "home", "suggest", "events") if n in result]:
         r = result[name]
         peak, half = r["peak"], r["half_rate"]
         rows.append(f"{name:<10} {r['rps']:>9.0f} {peak['p50_ms']:>8.2f} {peak['p99_ms']:>8.2f} "

@@ -25,7 +25,7 @@ def test_serve_bench_tiny(tmp_path: Path) -> None:
                              trials=5, users=300, items=200, events=8000)
     written = json.loads(out.read_text())
     assert written == json.loads(json.dumps(result))
-    for endpoint in ("bare", "home", "suggest"):
+    for endpoint in ("bare", "home", "suggest", "events"):
         numbers = written[endpoint]
         assert {"rps", "p50_ms", "p99_ms"} <= set(numbers)
         assert numbers["rps"] > 0
@@ -40,6 +40,11 @@ def test_serve_bench_tiny(tmp_path: Path) -> None:
     assert same["errors"] == 0 and same["target_rps"] == written["suggest"]["half_rate"]["target_rps"]
     assert math.isclose(written["ratio_suggest_p99_bare_p99_same_rate"], written["suggest"]["p99_ms"] / same["p99_ms"],
                         rel_tol=1e-2)
+    # every bench event was logged once: no phase repeated an event_id (a duplicate is a cheaper path)
+    logged = [json.loads(line)["event_id"] for f in (tmp_path / "work" / ".minirec-state" / "events").rglob("*.jsonl")
+              for line in f.read_text().splitlines()]
+    bench_ids = [e for e in logged if e.startswith("bench-")]
+    assert len(bench_ids) == len(set(bench_ids)) >= written["events"]["peak"]["requests"]
     delay = written["event_to_feed_ms"]
     assert delay["trials"] == 5 and 0 < delay["p50"] <= delay["p99"]
     # the mix really reaches the three scoring paths
