@@ -553,8 +553,8 @@ def drive(server: Server, requests: Sequence[tuple[str, bytes]], *, duration_s: 
         raise RuntimeError(f"no request succeeded at peak ({peak.errors} errors):\n{server.log_tail()}")
     rate = peak_summary["rps"] / 2
     half, half_cpu = _measured(server, _open_loop(
-        server.port, requests if half_rate_requests is None else half_rate_requests, rate=rate, duration_s=duration_s, connections=max(2 * concurrency, 16),
-        max_requests=int(rate * duration_s) + 1))
+        server.port, requests if half_rate_requests is None else half_rate_requests, rate=rate,
+        duration_s=duration_s, connections=max(2 * concurrency, 16), max_requests=int(rate * duration_s) + 1))
     half_summary = {**half.summary(), **half_cpu, "target_rps": round(rate, 1)}
     half_summary["achieved_rps"] = half_summary.pop("rps")
     return {"rps": peak_summary["rps"], "p50_ms": half_summary["p50_ms"], "p99_ms": half_summary["p99_ms"],
