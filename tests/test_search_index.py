@@ -40,12 +40,20 @@ def _reference_top(scores: np.ndarray, k: int = 10) -> np.ndarray:
 
 
 def _assert_matches_reference(index: BM25Index, reference: BM25Okapi, queries: list[list[str]]) -> None:
+    """Both query paths, the compiled kernel's and NumPy's, give rank-bm25's top 10."""
+    assert index.use_kernel, "the compiled BM25 kernel is not installed (pip install -e . builds it)"
     for query in queries:
         expected = reference.get_scores(query)
         np.testing.assert_allclose(_full_scores(index, query), expected, rtol=0, atol=1e-6, err_msg=str(query))
-        ids, scores = index.search(query, k=10)
-        np.testing.assert_array_equal(ids, _reference_top(expected), err_msg=str(query))
-        np.testing.assert_allclose(scores, expected[ids], rtol=0, atol=1e-6)
+        answers = []
+        for use_kernel in (True, False):
+            index.use_kernel = use_kernel
+            ids, scores = index.search(query, k=10)
+            np.testing.assert_array_equal(ids, _reference_top(expected), err_msg=f"{query} kernel={use_kernel}")
+            np.testing.assert_allclose(scores, expected[ids], rtol=0, atol=1e-6)
+            answers.append((ids, scores))
+        index.use_kernel = True
+        np.testing.assert_array_equal(answers[0][1], answers[1][1])  # the same floats, not just close
 
 
 # ------------------------------------------------------------------------------------ rank-bm25 equality
@@ -130,6 +138,46 @@ def test_filtered_and_unfiltered_paths_agree(mall_titles: list[list[str]]) -> No
         fast, general = index.search(query, k=10), index.search(query, k=10, candidate_mask=everyone)
         np.testing.assert_array_equal(fast[0], general[0])
         np.testing.assert_allclose(fast[1], general[1], atol=1e-12)
+
+
+def test_kernel_refuses_bad_arguments_without_touching_memory() -> None:
+    from search import _bm25_kernel
+
+    index = BM25Index.build({"title": [["a", "b"], ["b", "c"], ["a"]]})
+    n, P, I = index.n_base, index.postings, index.impacts
+    scratch = (np.zeros(n), np.zeros(n, dtype=np.uint8), np.empty(n, dtype=np.int32))
+    out = (np.empty(10, dtype=np.int32), np.empty(10))
+    with pytest.raises(ValueError, match="outside the postings"):
+        _bm25_kernel.search(["a"], {"a": (0, len(P) + 5)}, P, I, 10, *scratch, *out)
+    with pytest.raises(TypeError, match="format"):
+        _bm25_kernel.search(["a"], index.spans, P.astype(np.int64), I, 10, *scratch, *out)
+    with pytest.raises(ValueError, match="lengths"):
+        _bm25_kernel.search(["a"], index.spans, P, I, 20, *scratch, *out)
+    with pytest.raises(TypeError, match="spans"):
+        _bm25_kernel.search(["a"], {"a": (0,)}, P, I, 10, *scratch, *out)
+    with pytest.raises(TypeError, match="sequence"):
+        _bm25_kernel.search(None, index.spans, P, I, 10, *scratch, *out)
+    assert not scratch[0].any() and not scratch[1].any()  # an error leaves the scratch clean
+    many = [f"t{i}" for i in range(70)]
+    assert _bm25_kernel.search(many, {t: (0, 1) for t in many} | {"t0": (0, 1)}, P, I, 10, *scratch, *out) == 1
+    assert _bm25_kernel.search(many, {t: (i % len(P), i % len(P) + 1) for i, t in enumerate(many)}, P, I, 10,
+                               *scratch, *out) in (-1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+
+
+def test_both_query_paths_answer_the_same() -> None:
+    docs, _, words = _zipf_corpus(seed=3, n_docs=800)
+    index = BM25Index.build({"title": docs})
+    rng = np.random.default_rng(4)
+    queries = [list(rng.choice(words, size=int(rng.integers(1, 6)))) for _ in range(300)]
+    queries += [["unknown"], [], [words[0]] * 3, [words[1], "unknown", words[1]]]
+    for query in queries:
+        for k in (1, 3, 10):
+            index.use_kernel = True
+            kernel = index.search(query, k=k)
+            index.use_kernel = False
+            numpy_path = index.search(query, k=k)
+            assert kernel[0].tolist() == numpy_path[0].tolist(), (query, k)
+            assert kernel[1].tolist() == numpy_path[1].tolist(), (query, k)
 
 
 # ------------------------------------------------------------------------------------ fields
