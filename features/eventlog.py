@@ -12,11 +12,11 @@ flight are committed together (group commit): the next thread to commit writes a
 still whole and contiguous, with one fsync, and every caller returns only after that fsync — so a
 burst of single-event requests costs a few fsyncs instead of one each. An acknowledged batch
 therefore survives a crash of the process and of the machine (power loss included, on storage that
-honours fsync; flock needs a local file system, not NFS). A crash during a write can leave a torn last line: that batch was never
-acknowledged, so the client retries it. Readers skip any line that is not a complete JSON object
-with a `TornLineWarning`, and the next append first ends a torn line, so it never swallows a valid
-one. A batch cut exactly at a line boundary may leave some of its events in the log as well as in
-the retried batch: the export keeps the first of each event_id.
+honours fsync; flock needs a local file system, not NFS). A crash during a write can leave a torn
+last line: that batch was never acknowledged, so the client retries it. Readers skip any line that
+is not a complete JSON object with a `TornLineWarning`, and the next append first ends a torn line,
+so it never swallows a valid one. A batch cut exactly at a line boundary may leave some of its
+events in the log as well as in the retried batch: the export keeps the first of each event_id.
 """
 
 from __future__ import annotations
