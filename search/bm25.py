@@ -21,9 +21,10 @@ Layout (term-major CSR, impact-ordered):
     postings                    → document ids (int32)
     impacts                     → sum_f w_f * bm25_f(t, d) (float64, so scores match rank-bm25 to 1e-6)
 A query sums the impacts of its terms' postings (one `bincount`) and selects the top k with a partition;
-a one-term query just reads the head of its postings. Queries without filters or live changes do the
-same in one call of a small C kernel (`search/_bm25_kernel.c`, built at install): same sums in the
-same order, same answers, without the fixed cost of the NumPy calls (tests check both paths).
+a one-term query just reads the head of its postings. Unless live changes added postings, queries
+(filters included) do the same in one call of a small C kernel (`search/_bm25_kernel.c`, built at
+install): same sums in the same order, same answers, without the fixed cost of the NumPy calls
+(tests check both paths).
 
 Live changes (an overlay). `upsert` and `remove` change the index without a rebuild: a changed or new
 document is scored into a small overlay that is searched alongside the base arrays, and its old base
@@ -161,7 +162,7 @@ class BM25Index:
         self.idf = np.array([_idf(row, self.n_base, self.epsilon) for row in self.df]).reshape(self.df.shape)
         self._overlay = _Overlay()
         self._lock = threading.Lock()  # serializes writers; readers use the current snapshot
-        #: Queries without filters go through the compiled kernel when it is installed.
+        #: Queries go through the compiled kernel when it is installed (see `_search_compiled`).
         self.use_kernel = _bm25_kernel is not None
         self._scratch = threading.local()  # the kernel's per-thread work arrays
 
@@ -249,8 +250,8 @@ class BM25Index:
         overlay = self._overlay  # one snapshot for the whole query
         if candidate_mask is not None and len(candidate_mask) < self.n_docs:
             raise ValueError(f"candidate_mask has {len(candidate_mask)} entries; the index has {self.n_docs} doc ids")
-        if self.use_kernel and candidate_mask is None and overlay.masked is None and not overlay.postings:
-            found = self._search_compiled(tokens, k)
+        if self.use_kernel and not overlay.postings:
+            found = self._search_compiled(tokens, k, overlay.masked, candidate_mask)
             if found is not None:
                 return found
         counts: dict[str, int] = {}
@@ -288,17 +289,19 @@ class BM25Index:
             ids, scores = ids[head], scores[head]
         return ids[:k].copy(), scores[:k] * count
 
-    def _search_compiled(self, tokens: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """The query without filters in one call of the C kernel: the same answers as `_one_term` and
-        `_many_terms` (same sums in the same order, same floats, same ties), without the fixed cost of
-        up to ten NumPy calls, which is most of a query on a small catalog. None: take the NumPy path."""
+    def _search_compiled(self, tokens: Sequence[str], k: int, masked: np.ndarray | None,
+                         candidate_mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """The query in one call of the C kernel when no live change added postings: the same answers as
+        the NumPy path (same sums in the same order, same floats, same ties, same masks), without the
+        fixed cost of up to ten NumPy calls, most of a query on a small catalog. None: take the NumPy path."""
         scratch = getattr(self._scratch, "arrays", None)
         if scratch is None:
             scratch = (np.zeros(self.n_base), np.zeros(self.n_base, dtype=np.uint8),
                        np.empty(self.n_base, dtype=np.int32))
             self._scratch.arrays = scratch
         ids, scores = np.empty(k, dtype=np.int32), np.empty(k)
-        found = _bm25_kernel.search(tokens, self.spans, self.postings, self.impacts, k, *scratch, ids, scores)
+        found = _bm25_kernel.search(tokens, self.spans, self.postings, self.impacts, k, masked, candidate_mask,
+                                    *scratch, ids, scores)
         return None if found < 0 else (ids[:found], scores[:found])
 
     def _many_terms(self, spans: list[tuple[tuple[int, int], int]], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -148,15 +148,19 @@ def test_kernel_refuses_bad_arguments_without_touching_memory() -> None:
     scratch = (np.zeros(n), np.zeros(n, dtype=np.uint8), np.empty(n, dtype=np.int32))
     out = (np.empty(10, dtype=np.int32), np.empty(10))
     with pytest.raises(ValueError, match="outside the postings"):
-        _bm25_kernel.search(["a"], {"a": (0, len(P) + 5)}, P, I, 10, *scratch, *out)
+        _bm25_kernel.search(["a"], {"a": (0, len(P) + 5)}, P, I, 10, None, None, *scratch, *out)
     with pytest.raises(TypeError, match="format"):
-        _bm25_kernel.search(["a"], index.spans, P.astype(np.int64), I, 10, *scratch, *out)
+        _bm25_kernel.search(["a"], index.spans, P.astype(np.int64), I, 10, None, None, *scratch, *out)
     with pytest.raises(ValueError, match="lengths"):
-        _bm25_kernel.search(["a"], index.spans, P, I, 20, *scratch, *out)
+        _bm25_kernel.search(["a"], index.spans, P, I, 20, None, None, *scratch, *out)
     with pytest.raises(TypeError, match="spans"):
-        _bm25_kernel.search(["a"], {"a": (0,)}, P, I, 10, *scratch, *out)
+        _bm25_kernel.search(["a"], {"a": (0,)}, P, I, 10, None, None, *scratch, *out)
     with pytest.raises(TypeError, match="sequence"):
-        _bm25_kernel.search(None, index.spans, P, I, 10, *scratch, *out)
+        _bm25_kernel.search(None, index.spans, P, I, 10, None, None, *scratch, *out)
+    with pytest.raises(TypeError, match="keep"):
+        _bm25_kernel.search(["a"], index.spans, P, I, 10, None, np.ones(n, dtype=np.int64), *scratch, *out)
+    with pytest.raises(ValueError, match="masked"):
+        _bm25_kernel.search(["a"], index.spans, P, I, 10, np.zeros(n - 1, dtype=bool), None, *scratch, *out)
     assert not scratch[0].any() and not scratch[1].any()  # an error leaves the scratch clean
 
 
@@ -170,7 +174,8 @@ def test_queries_of_more_than_64_distinct_terms_take_the_numpy_path() -> None:
     out = (np.empty(10, dtype=np.int32), np.empty(10))
     known = [w for w in words if w in index.spans][:70]
     assert len(known) == 70
-    assert _bm25_kernel.search(known, index.spans, index.postings, index.impacts, 10, *scratch, *out) == -1
+    found = _bm25_kernel.search(known, index.spans, index.postings, index.impacts, 10, None, None, *scratch, *out)
+    assert found == -1
     assert not scratch[0].any() and not scratch[1].any()
     reference = BM25Okapi(docs).get_scores(known)
     ids, _ = index.search(known, k=10)  # answered by the NumPy path
@@ -183,14 +188,15 @@ def test_both_query_paths_answer_the_same() -> None:
     rng = np.random.default_rng(4)
     queries = [list(rng.choice(words, size=int(rng.integers(1, 6)))) for _ in range(300)]
     queries += [["unknown"], [], [words[0]] * 3, [words[1], "unknown", words[1]]]
+    allowed = rng.random(index.n_docs) < 0.7
     for query in queries:
-        for k in (1, 3, 10):
+        for k, mask in ((1, None), (3, None), (10, None), (10, allowed), (600, None), (600, allowed)):
             index.use_kernel = True
-            kernel = index.search(query, k=k)
+            kernel = index.search(query, k=k, candidate_mask=mask)
             index.use_kernel = False
-            numpy_path = index.search(query, k=k)
-            assert kernel[0].tolist() == numpy_path[0].tolist(), (query, k)
-            assert kernel[1].tolist() == numpy_path[1].tolist(), (query, k)
+            numpy_path = index.search(query, k=k, candidate_mask=mask)
+            assert kernel[0].tolist() == numpy_path[0].tolist(), (query, k, mask is None)
+            assert kernel[1].tolist() == numpy_path[1].tolist(), (query, k, mask is None)
 
 
 # ------------------------------------------------------------------------------------ fields
