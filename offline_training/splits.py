@@ -73,11 +73,16 @@ def last_out(frame: pd.DataFrame, positive: np.ndarray, seed: int) -> Split:
     return Split("last-out", _rows_not_in(frame, test), test)
 
 
-def cold_users(frame: pd.DataFrame, positive: np.ndarray, seed: int, share: float = 0.2) -> Split:
+def _held_out_users(frame: pd.DataFrame, positive: np.ndarray, seed: int, share: float) -> np.ndarray:
+    """Rows of a seeded random `share` of the users with a positive event (bool mask over `frame`)."""
     users = np.sort(frame.loc[positive, "user_id"].unique())
     rng = np.random.default_rng(seed)
     held = rng.choice(users, size=int(round(share * len(users))), replace=False)
-    is_held = frame["user_id"].isin(held).to_numpy()
+    return frame["user_id"].isin(held).to_numpy()
+
+
+def cold_users(frame: pd.DataFrame, positive: np.ndarray, seed: int, share: float = 0.2) -> Split:
+    is_held = _held_out_users(frame, positive, seed, share)
     test = _pairs(frame, positive & is_held)[["user_id", "item_id"]]
     return Split("cold-users", frame.loc[~is_held].reset_index(drop=True), test.reset_index(drop=True))
 
@@ -94,10 +99,7 @@ def cold_items(frame: pd.DataFrame, positive: np.ndarray, seed: int, share: floa
 
 
 def fold_in(frame: pd.DataFrame, positive: np.ndarray, seed: int, share: float = 0.2) -> Split:
-    users = np.sort(frame.loc[positive, "user_id"].unique())
-    rng = np.random.default_rng(seed)
-    held = rng.choice(users, size=int(round(share * len(users))), replace=False)
-    is_held = frame["user_id"].isin(held).to_numpy()
+    is_held = _held_out_users(frame, positive, seed, share)
     inner = stratified(frame.loc[is_held].reset_index(drop=True), positive[is_held], seed)
     return Split("fold-in", frame.loc[~is_held].reset_index(drop=True), inner.test, history=inner.train)
 
