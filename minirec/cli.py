@@ -152,12 +152,14 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--queries", type=int, default=1000, help="queries per corpus (default 1000)")
     search.add_argument("--reference-queries", type=int, default=None,
                         help="how many of the queries rank-bm25 answers (default: all; it is slow)")
-    serve = bsub.add_parser("serve", help="home feed and suggest vs a bare endpoint under load; event-to-feed delay",
+    serve = bsub.add_parser("serve", help="home, suggest and events under load beside a bare endpoint; "
+                                          "event-to-feed delay",
                             description="Start the server twice the same way on a synthetic 20k-item mall and drive "
                                         "it from this machine: peak requests/s (closed loop) and p50/p99 at half of "
                                         "each endpoint's peak (open loop) for GET /healthz, recommend/home (known, "
                                         "first-visit and unknown users) and search/suggest (typed prefixes of logged "
-                                        "queries); then the delay from an event to a changed feed.")
+                                        "queries); then the delay from an event to a changed feed, and "
+                                        "POST events (one new event per request).")
     from bench import serve_bench
     serve_bench.add_arguments(serve)
     profile = bsub.add_parser("profile", help="where a request's server CPU goes, by layer (py-spy)",
