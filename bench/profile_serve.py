@@ -130,6 +130,7 @@ def run_profile(endpoint: str, *, workdir: Path, duration_s: float, rate: int, c
 
 
 def format_table(result: dict[str, Any]) -> str:
+    """A readable table of a `run_profile` result: layers, then the frames with the most samples."""
     lines = [f"{result['endpoint']}: {result['rps']:.0f} req/s at peak, {result['cpu_ms_per_req']:.3f} ms of server "
              f"CPU per request ({result['samples']} samples)",
              f"{'layer':<30} {'share':>7} {'ms/req':>8}"]

@@ -75,8 +75,10 @@ def _fold_in_recs(models: TrainedModels, cfg: TrainConfig, history: pd.DataFrame
     ev = cfg.events
     weights = event_weights(history, ev.weights, ev.use_rating_value, ev.half_life_days, now_ts)
     known = user_item_matrix(rows, models.items.lookup(history["item_id"]), weights, len(user_ids), len(models.items))
-    vectors = np.stack([als.fold_in(known[r].indices, known[r].data) if known[r].nnz else
-                        np.zeros(als.item_factors.shape[1], dtype=np.float32) for r in range(len(user_ids))])
+    ptr = known.indptr  # plain slices of the CSR rows (scipy's row indexing is slow in a loop)
+    vectors = np.stack([als.fold_in(known.indices[ptr[r]:ptr[r + 1]], known.data[ptr[r]:ptr[r + 1]])
+                        if ptr[r + 1] > ptr[r] else np.zeros(als.item_factors.shape[1], dtype=np.float32)
+                        for r in range(len(user_ids))])
     model = blocked_top_k(len(user_ids), k, lambda r: vectors[r] @ als.item_factors.T, known)[0]
     pop = baseline_popularity(models)
     base = blocked_top_k(len(user_ids), k, lambda r: np.broadcast_to(pop, (len(r), len(pop))), known)[0]

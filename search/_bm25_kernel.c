@@ -48,32 +48,42 @@ static inline int better(double sa, int32_t ia, double sb, int32_t ib) {
     return sa > sb || (sa == sb && ia < ib);
 }
 
+/* not dropped by `drop` (live removals) and kept by `keep` (the caller's filter); either may be NULL */
+static inline int allowed(const uint8_t *drop, const uint8_t *keep, int32_t d) {
+    return !(drop && drop[d]) && !(keep && !keep[d]);
+}
+
 #define MAX_TERMS 64
+
+/* Place (s, d) at the root of the heap of n entries and sift it down: the worse child comes up. */
+static void sift_down(double *hs, int32_t *hi, Py_ssize_t n, double s, int32_t d) {
+    Py_ssize_t at = 0;
+    for (;;) {
+        Py_ssize_t child = 2 * at + 1;
+        if (child >= n) break;
+        if (child + 1 < n && better(hs[child], hi[child], hs[child + 1], hi[child + 1])) child++;
+        if (!better(s, d, hs[child], hi[child])) break;
+        hs[at] = hs[child];
+        hi[at] = hi[child];
+        at = child;
+    }
+    hs[at] = s;
+    hi[at] = d;
+}
 
 /* The k best (score, id) pairs seen so far: a binary heap with the worst at the root. */
 static void heap_offer(double *hs, int32_t *hi, Py_ssize_t *n, Py_ssize_t k, double s, int32_t d) {
-    Py_ssize_t at;
-    if (*n < k) {
-        at = (*n)++;
-        while (at > 0) {  /* sift up: the worse goes up */
-            Py_ssize_t parent = (at - 1) / 2;
-            if (!better(hs[parent], hi[parent], s, d)) break;
-            hs[at] = hs[parent];
-            hi[at] = hi[parent];
-            at = parent;
-        }
-    } else {
-        if (k == 0 || !better(s, d, hs[0], hi[0])) return;
-        at = 0;
-        for (;;) {  /* sift down from the root: the worse child comes up */
-            Py_ssize_t child = 2 * at + 1;
-            if (child >= *n) break;
-            if (child + 1 < *n && better(hs[child], hi[child], hs[child + 1], hi[child + 1])) child++;
-            if (!better(s, d, hs[child], hi[child])) break;
-            hs[at] = hs[child];
-            hi[at] = hi[child];
-            at = child;
-        }
+    if (*n == k) {  /* full: replace the worst, if this one is better */
+        if (k > 0 && better(s, d, hs[0], hi[0])) sift_down(hs, hi, k, s, d);
+        return;
+    }
+    Py_ssize_t at = (*n)++;
+    while (at > 0) {  /* sift up: the worse goes up */
+        Py_ssize_t parent = (at - 1) / 2;
+        if (!better(hs[parent], hi[parent], s, d)) break;
+        hs[at] = hs[parent];
+        hi[at] = hi[parent];
+        at = parent;
     }
     hs[at] = s;
     hi[at] = d;
@@ -86,18 +96,7 @@ static void heap_sort(double *hs, int32_t *hi, Py_ssize_t n) {
         int32_t d = hi[end];
         hs[end] = hs[0];
         hi[end] = hi[0];
-        Py_ssize_t at = 0;
-        for (;;) {
-            Py_ssize_t child = 2 * at + 1;
-            if (child >= end) break;
-            if (child + 1 < end && better(hs[child], hi[child], hs[child + 1], hi[child + 1])) child++;
-            if (!better(s, d, hs[child], hi[child])) break;
-            hs[at] = hs[child];
-            hi[at] = hi[child];
-            at = child;
-        }
-        hs[at] = s;
-        hi[at] = d;
+        sift_down(hs, hi, end, s, d);
     }
 }
 
@@ -137,14 +136,12 @@ static PyObject *search(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto done;
     }
     Py_ssize_t n_docs = dense.len / 8;
-    if ((has_masked = get_flags(args[5], &masked_view, n_docs, "masked")) < 0) {
-        has_masked = 0;
-        goto done;
-    }
-    if ((has_keep = get_flags(args[6], &keep_view, n_docs, "keep")) < 0) {
-        has_keep = 0;
-        goto done;
-    }
+    int rc = get_flags(args[5], &masked_view, n_docs, "masked");
+    if (rc < 0) goto done;
+    has_masked = rc;
+    rc = get_flags(args[6], &keep_view, n_docs, "keep");
+    if (rc < 0) goto done;
+    has_keep = rc;
     tokens = PySequence_Fast(args[0], "tokens: expected a sequence of str");
     if (tokens == NULL) goto done;
 
@@ -209,7 +206,7 @@ static PyObject *search(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 PyErr_SetString(PyExc_ValueError, "search: a posting names a document outside the scratch");
                 goto done;
             }
-            if ((DROP && DROP[d]) || (KEEP && !KEEP[d])) continue;
+            if (!allowed(DROP, KEEP, d)) continue;
             OI[n_out] = d;
             OS[n_out++] = I[j] * count[0];
         }
@@ -236,7 +233,7 @@ static PyObject *search(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     for (Py_ssize_t i = 0; i < n_touched; i++) {
         int32_t d = T[i];
-        if ((DROP && DROP[d]) || (KEEP && !KEEP[d])) continue;
+        if (!allowed(DROP, KEEP, d)) continue;
         heap_offer(OS, OI, &n_out, k, D[d], d);
     }
     heap_sort(OS, OI, n_out);
