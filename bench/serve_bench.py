@@ -86,14 +86,21 @@ PLATFORM_KEY = "bench-platform-0123456789"
 HOST = "127.0.0.1"
 DEFAULT_MIX = {"known": 0.5, "cold": 0.3, "unknown": 0.2}
 PAGE = 20  # items per home request
-TRAIN_CONFIG = """# minirec bench serve: defaults, except fewer hybrid epochs (prep time) and no evaluation
+TRAIN_CONFIG = """# minirec bench serve: defaults, except fewer hybrid epochs (prep time), no evaluation, and ALS
+# pinned without tuning, so that every run serves the same kind of model (tuning picks by the clock)
+[model]
+family = "als"
+
+[tuning]
+enabled = false
+
 [hybrid]
 epochs = 5
 
 [evaluate]
 protocols = []
 """
-PREP_FORMAT = 1
+PREP_FORMAT = 2
 
 
 def _progress(message: str) -> None:
@@ -120,7 +127,7 @@ def prepare(workdir: Path, *, users: int, items: int, events: int, seed: int = 1
     """Generate and train the bench mall unless `workdir` already holds it; write minirec.toml."""
     import pandas as pd
 
-    from offline_training.config import load_config
+    from recsys.config import load_config
     from offline_training.synth import generate_mall
     from offline_training.train import train
     from recsys import bundle

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from features.keys import check_app
-from offline_training.schema import EVENT_TYPES, ITEMS, MERCHANT_PROFILES, PLATFORM_PROFILES
+from recsys.schema import EVENT_TYPES, ITEMS, MERCHANT_PROFILES, PLATFORM_PROFILES
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -20,8 +20,11 @@ import redis.exceptions as rex
 
 from features import keys
 from features.decay import DROP_BELOW, INCREMENT_SCRIPT, MAX_SKEW_S, REBASE_EXPONENT, decayed
-from offline_training.schema import ITEMS
+from recsys.schema import ITEMS
+from recsys.user_state import UserState
 
+#: Recent events kept per user (the history that folds into their feed); evaluation keeps as many.
+RECENT_MAX = 50
 #: Event types the API accepts: the interaction types of the data contract (but `rating`) + search.
 EVENT_TYPES: tuple[str, ...] = ("impression", "view", "click", "favorite", "cart", "purchase", "search")
 #: Events that show interest in an item: they end its exposure fatigue and mark it clicked.
@@ -90,19 +93,6 @@ class EventRecord:
                 raise ValueError(f"a {self.type} event needs an item_id")
             if not self.user_id:
                 raise ValueError(f"a {self.type} event needs a user_id")
-
-
-@dataclass
-class UserState:
-    """Everything the request path needs about one user, read in one round trip."""
-
-    recent: list[tuple[str, str, float]]  # (item_id, event type, ts), newest first
-    purchased: set[str]  # purchased within the purchased TTL
-    shown: dict[str, int]  # item -> impressions since the user last engaged with it
-    clicked: set[str]  # items the user engaged with (view, click, favorite, cart, purchase)
-    merchant_profile: dict[str, str]
-    platform_profile: dict[str, str]
-    recent_queries: list[str] = field(default_factory=list)  # newest first
 
 
 def _recent_entries(raw: list[str]) -> list[tuple[str, str, float]]:
@@ -202,7 +192,7 @@ class FeatureStore:
         client: Any,
         app: str,
         *,
-        recent_max: int = 50,
+        recent_max: int = RECENT_MAX,
         queries_max: int = 20,
         clicked_max: int = 500,
         purchased_ttl_days: float = 30.0,

@@ -65,10 +65,15 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train_commands(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", help="train models on a data folder and write a versioned bundle",
-                           description="Validate the data folder, evaluate (protocols from the config), train ALS, the "
-                                       "LightFM hybrid, popularity and related items, write ARTIFACTS/APP/VERSION/ and "
-                                       "publish it. Prints the new version on stdout.")
+    train = sub.add_parser("train", help="tune, evaluate and train on a data folder; write and publish a bundle",
+                           description="Validate the data folder; choose the known-user model (ALS, EASE, RP3beta, "
+                                       "item kNN) and its settings, and the first-visit blend, by a time-boxed search on "
+                                       "a validation split of the training data ([tuning] in the config); evaluate "
+                                       "(protocols from the config); train every model on all data; write "
+                                       "ARTIFACTS/APP/VERSION/. The bundle is published only if it beats popularity and "
+                                       "is not worse than the published version on the same validation split (the "
+                                       "publish gate); otherwise it is kept unpublished, the reason is printed and the "
+                                       "exit status is 3. Prints the new version on stdout.")
     train.add_argument("--data", help="the app's data folder (required)")
     train.add_argument("--out", default=DEFAULT_ARTIFACTS, help=f"artifacts folder (default {DEFAULT_ARTIFACTS!r}, "
                                                                  "or $MINIREC_ARTIFACTS)")
@@ -76,13 +81,19 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--config", help="TOML config overriding the defaults (see `minirec train --print-config`)")
     train.add_argument("--platform", help="folder with the shared platform_profiles (default: the data folder)")
     train.add_argument("--no-publish", action="store_true", help="write the bundle but leave `current` where it is")
-    train.add_argument("--no-eval", action="store_true", help="skip the evaluation protocols (faster; no report)")
+    train.add_argument("--force", action="store_true", help="publish even if the publish gate fails")
+    train.add_argument("--no-tune", action="store_true",
+                       help="train the config as written, without searching models and settings")
+    train.add_argument("--no-eval", action="store_true",
+                       help="skip the evaluation protocols (faster; tuning then validates on all data)")
     train.add_argument("--quiet", action="store_true", help="no progress bars or logs")
     train.add_argument("--print-config", action="store_true", help="print the default config as TOML and exit")
 
     ev = sub.add_parser("evaluate", help="evaluate the models with an offline protocol",
-                        description="Split the data by a protocol, train on one side, rank for the other, and compare "
-                                    "with popularity on the same users. Prints a table; --json writes the report.")
+                        description="Split the data by a protocol; tune on the training side (unless --no-tune), "
+                                    "train on it, rank the other side through the serving pipeline, and compare with "
+                                    "popularity on the same users. Prints a table; --json writes the report (with "
+                                    "every tuning trial).")
     ev.add_argument("--data", required=True, help="the app's data folder")
     ev.add_argument("--protocol", required=True,
                     choices=["stratified", "last-out", "cold-users", "cold-items", "fold-in"],
@@ -95,6 +106,7 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--json", help="write the report as JSON to this file")
     ev.add_argument("--report", help="also write a Markdown report (and a PNG chart beside it) to this file")
     ev.add_argument("--config", help="TOML config overriding the defaults")
+    ev.add_argument("--no-tune", action="store_true", help="evaluate the config as written, without tuning")
     ev.add_argument("--platform", help="folder with the shared platform_profiles (default: the data folder)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -217,20 +229,20 @@ def _cmd_data(args: argparse.Namespace) -> int:
                                platform_dir=args.platform, overwrite=args.overwrite)
         _print_json({k: str(v) if isinstance(v, Path) else v for k, v in vars(result).items()})
     elif args.data_command == "validate":
-        from offline_training.config import load_config
+        from recsys.config import load_config
         from offline_training.datafolder import load_data_folder
         data = load_data_folder(args.dir, args.platform, load_config(args.config).scope_map())
         print(f"ok: {len(data.items)} items, {len(data.interactions)} interactions, "
               f"{len(data.merchant_profiles)} merchant profiles, {len(data.platform_profiles)} platform profiles, "
               f"{0 if data.queries is None else len(data.queries)} queries")
     else:
-        from offline_training.schema import schema_markdown
+        from recsys.schema import schema_markdown
         print(schema_markdown())
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from offline_training.config import defaults_toml
+    from recsys.config import defaults_toml
     if args.print_config:
         print(defaults_toml())
         return 0
@@ -238,39 +250,64 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("--data and --app are required (see `minirec train --help`)")
     from offline_training.train import train
     result = train(args.data, args.out, args.app, config=args.config, platform_dir=args.platform,
-                   publish=not args.no_publish, run_evaluation=not args.no_eval, progress=not args.quiet)
+                   publish=not args.no_publish, run_evaluation=not args.no_eval, progress=not args.quiet,
+                   tuning=False if args.no_tune else None, force=args.force)
     if not args.quiet:
         from offline_training.report import table
+        known = result.tuning.known
+        if known is not None:
+            print(f"\ntuning: {len(known.trials)} trials in {known.seconds:.0f} s; winner {known.family} "
+                  f"(validation NDCG@{known.k} {known.value:.4f}, popularity {known.popularity:.4f})", file=sys.stderr)
+        for reason in result.tuning.skipped:
+            print(f"tuning skipped: {reason}", file=sys.stderr)
         for report in result.reports:
             if "skipped" in report:
                 print(f"\n{report['protocol']}: skipped ({report['skipped']})", file=sys.stderr)
             else:
-                print(f"\n{report['protocol']} ({report['n_users']} users)\n{table(report)}", file=sys.stderr)
+                print(f"\n{report['protocol']} ({report['n_users']} users, {report['model_name']})\n{table(report)}",
+                      file=sys.stderr)
         state = "published" if result.published else "written (not published)"
         print(f"\nbundle {state}: {result.path}  ({result.seconds:.1f} s, peak {result.peak_rss_mb:.0f} MB)",
               file=sys.stderr)
+    gate = result.gate
+    if gate is not None:
+        for reason in gate.reasons:
+            print(f"publish gate: {reason}", file=sys.stderr)
     print(result.version)
+    if gate is not None and not gate.passed:
+        if result.published:
+            print("publish gate failed; published anyway (--force)", file=sys.stderr)
+            return 0
+        print(f"minirec train: not published (publish gate failed); publish it anyway with "
+              f"`minirec models --artifacts {args.out} publish {args.app} {result.version}`", file=sys.stderr)
+        return 3
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from offline_training import report as report_mod
-    from offline_training.config import load_config
+    from recsys.config import load_config
     from offline_training.datafolder import load_data_folder
     from offline_training.evaluate import evaluate
     if args.k < 1:
         raise ValueError("--k must be at least 1")
     cfg = load_config(args.config)
     data = load_data_folder(args.data, args.platform, cfg.scope_map())
-    result = evaluate(data, cfg, args.protocol, k=args.k, seed=args.seed, progress=not args.quiet)
+    result = evaluate(data, cfg, args.protocol, k=args.k, seed=args.seed, progress=not args.quiet,
+                      tuning=False if args.no_tune else None)
+    known = (result["tuning"] or {}).get("known")
+    if known:
+        print(f"tuned on the training side: {len(known['trials'])} trials, winner {known['family']} "
+              f"(validation NDCG@{known['k']} {known['value']:.4f})", file=sys.stderr)
     print(f"{args.protocol}: {result['n_users']} users, model = {result['model_name']}, "
           f"baseline = {result['baseline_name']}\n{report_mod.table(result)}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
     if args.report:
         report_path = Path(args.report)
-        report_path.write_text(report_mod.markdown([result], f"evaluation of {args.data}"), encoding="utf-8")
-        report_path.with_name("report.png").write_bytes(report_mod.bar_chart([result]))
+        full = {"protocols": [result], "tuning": result["tuning"]}
+        report_path.write_text(report_mod.markdown(full, f"evaluation of {args.data}"), encoding="utf-8")
+        report_path.with_name("report.png").write_bytes(report_mod.chart(full))
     return 0
 
 
@@ -348,7 +385,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `minirec` console script."""
     args = build_parser().parse_args(argv)
-    from offline_training.config import ConfigError
+    from recsys.config import ConfigError
     from offline_training.datafolder import DataError
     from recsys.bundle import BundleError
     from serving.tenancy import TenancyError

@@ -6,58 +6,64 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 APP = "demo"
 
 
-def _show(title: str, item_ids: list[str], catalog: pd.DataFrame) -> None:
-    rows = catalog.set_index("item_id").loc[item_ids]
-    print(f"\n{title}")
-    for item_id, row in rows.iterrows():
-        print(f"  {item_id:>8}  {row['category']:<12} {row['title']}")
+def _show(title: str, items: list, strategy: str) -> None:
+    print(f"\n{title} (strategy {strategy})")
+    for item in items:
+        print(f"  {item.item_id:>8}  {item.category:<12} {item.title}   — {item.reason}")
 
 
 def run_demo(workdir: Path, users: int, items: int, events: int, port: int = 8000,
              api_key: str = "demo-key-change-me", serve: bool = True) -> int:
     """Run the demo end to end in `workdir`; returns the exit status."""
-    from offline_training.config import TrainConfig
     from offline_training.datafolder import load_data_folder
     from offline_training.report import table
     from offline_training.synth import generate_mall
     from offline_training.train import train
+    from offline_training.evaluate import user_states
     from recsys import bundle
+    from recsys.config import TrainConfig, config_from_dict
     from recsys.models import TrainedModels
-    from recsys.profiles import profile_keys
-    from recsys.recommend import recommend_user, related_items
+    from recsys.recommend import home_feed, related_shelf
+    from recsys.rules import DEFAULTS
+    from recsys.served import ServedModels
 
     data_dir, artifacts = workdir / "data", workdir / "artifacts"
     if len(api_key) < 16:
         raise ValueError("--api-key must be at least 16 characters")
     print(f"1/4 generating the demo mall in {data_dir} …", file=sys.stderr)
     generate_mall(data_dir, users=users, items=items, events=events, seed=7, overwrite=True)
-    print("2/4 training app 'demo' …", file=sys.stderr)
-    result = train(data_dir, artifacts, APP, config=TrainConfig())
+    print("2/4 tuning and training app 'demo' …", file=sys.stderr)
+    result = train(data_dir, artifacts, APP, config=TrainConfig(), force=True)
+    known = result.tuning.known
+    if known is not None:
+        print(f"\ntuning: {len(known.trials)} trials in {known.seconds:.0f} s; winner {known.family} "
+              f"(validation NDCG@{known.k} {known.value:.4f} vs popularity {known.popularity:.4f})")
     for report in result.reports:
         if "skipped" not in report:
             print(f"\n{report['protocol']} ({report['n_users']} users, model = {report['model_name']})\n{table(report)}")
-    print("\n3/4 what the published model recommends")
-    models = TrainedModels.load(bundle.open_current(artifacts, APP))
+    print("\n3/4 what the published model serves (the same pipeline as the API, default scene rules)")
+    loaded = bundle.open_current(artifacts, APP)
+    models = TrainedModels.load(loaded)
+    served = ServedModels.of(models, config_from_dict(loaded.manifest["config"]))
     data = load_data_folder(data_dir)
-    known = models.users.ids[0]
-    history = [models.items.ids[i] for i in models.user_items[models.users.get(known)].indices[:5]]
-    _show(f"user {known} interacted with", history, models.catalog)
-    ranked = recommend_user(models, known, [], 8)
-    _show(f"home feed for user {known} (strategy {ranked.strategy})", ranked.item_ids, models.catalog)
+    known_user = models.users.ids[0]
+    history = data.interactions[data.interactions["user_id"] == known_user]["item_id"].unique()[:5]
+    print(f"\nuser {known_user} interacted with: "
+          + ", ".join(models.catalog.set_index("item_id").loc[list(history), "title"]))
+    state = user_states(data, [known_user])[0]
+    page = home_feed(served, known_user, state, DEFAULTS["home"], n=8)
+    _show(f"home feed for user {known_user}", page.items, page.strategy)
     newcomers = data.platform_profiles[~data.platform_profiles["user_id"].isin(models.users.index)]
     if len(newcomers):
-        profile = newcomers.iloc[0].to_dict()
-        keys = profile_keys(None, profile, TrainConfig().scope_map())
-        ranked = recommend_user(models, profile["user_id"], keys, 8)
-        _show(f"first visit of {profile['user_id']} with platform profile {keys} (strategy {ranked.strategy})",
-              ranked.item_ids, models.catalog)
-    anchor = ranked.item_ids[0]
-    _show(f"related to {anchor}", related_items(models, anchor, 6).item_ids, models.catalog)
+        newcomer = str(newcomers.iloc[0]["user_id"])
+        page = home_feed(served, newcomer, user_states(data, [newcomer])[0], DEFAULTS["home"], n=8)
+        _show(f"first visit of {newcomer}, known only by their platform profile", page.items, page.strategy)
+    anchor = page.items[0].item_id
+    related = related_shelf(served, anchor, None, None, DEFAULTS["related"], n=6)
+    _show(f"related to {anchor}", related.items, related.strategy)
     print(f"\nbundle: {result.path}\nversion: {result.version}")
     if not serve:
         return 0
@@ -69,10 +75,10 @@ def run_demo(workdir: Path, users: int, items: int, events: int, port: int = 800
     base = f"http://127.0.0.1:{port}"
     print(f"""
 4/4 serving app 'demo' at {base} (Ctrl+C to stop); API docs at {base}/docs
-  curl -H 'X-API-Key: {api_key}' '{base}/v1/apps/demo/recommend/home?user_id={known}&n=5'
+  curl -H 'X-API-Key: {api_key}' '{base}/v1/apps/demo/recommend/home?user_id={known_user}&n=5'
   curl -H 'X-API-Key: {api_key}' '{base}/v1/apps/demo/recommend/related/{anchor}?n=5'
   curl -H 'X-API-Key: {api_key}' -H 'Content-Type: application/json' -X POST {base}/v1/apps/demo/events \\
-       -d '{{"events": [{{"event_id": "e1", "user_id": "{known}", "type": "purchase", "item_id": "{anchor}"}}]}}'
+       -d '{{"events": [{{"event_id": "e1", "user_id": "{known_user}", "type": "purchase", "item_id": "{anchor}"}}]}}'
   admin key (GET {base}/v1/admin/models): {admin_key}
 """, flush=True)
     return run_server(config, "127.0.0.1", port)

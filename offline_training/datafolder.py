@@ -1,4 +1,4 @@
-"""Read, validate and write an app's data folder (Parquet or CSV) per `offline_training.schema`.
+"""Read, validate and write an app's data folder (Parquet or CSV) per `recsys.schema`.
 
 Validation collects every problem it finds (up to a cap per table) and names file, row and column,
 so that a merchant can fix a file in one pass. Nothing is returned or written from bad input.
@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from offline_training.schema import (
+from recsys.schema import (
     EVENT_TYPES,
     INTERACTIONS,
     ITEMS,

@@ -1,40 +1,53 @@
-"""Run one evaluation protocol: split, fit on the training side, rank, score against popularity.
+"""Run one evaluation protocol: split, tune and fit on the training side, rank, score against popularity.
+
+Every user is ranked through the serving pipeline (`recsys.pipeline.rank`) with the state the server
+would hold for them: their merchant and platform profiles, and for users the model never saw their
+newest events (as many as the server keeps). The rules are `EVALUATION_RULES`: the home feed's
+exclusions (unavailable items, what the user bought or already interacted with) without the
+page-level diversity caps and pins. So what a protocol measures is what the API serves.
 
 What "model" and "popularity" mean per protocol (both rank the same users on the same split):
-- stratified, last-out: ALS scores vs global popularity; the user's training items are excluded.
-- cold-users: hybrid + segment popularity from the profile alone vs global popularity.
-- cold-items: content similarity to the user's history vs category popularity (the mean training
-  popularity of the item's category), both ranking only the held-out items.
-- fold-in: ALS vectors folded in from the history of users left out of training (serving's path for
-  a user's recent events) vs global popularity; the history items are excluded.
+- stratified, last-out: the known-user model vs global popularity; training items excluded.
+- cold-users: first visits (hybrid + profile-neighbour popularity from the profile alone) vs global
+  popularity.
+- fold-in: users left out of training, scored from their newest events (ALS: folded-in vector;
+  item-item models: history × W) vs global popularity; those events' items excluded.
+- cold-items: a diagnostic of the content vectors, not a serving path: content similarity to the
+  user's history vs category popularity, both ranking only the held-out items.
+
+Unless tuning is off, the protocol's training side is first split again for validation and the
+model family and settings are searched there (`offline_training/tuning.py`); the test pairs are
+never seen by the search.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from tqdm.auto import tqdm
 
-from offline_training.config import TrainConfig
+from features.store import RECENT_MAX
 from offline_training.datafolder import AppData
-from offline_training.fit import fit_models, positive_mask
+from offline_training.fit import fit_models, known_family, positive_mask
 from offline_training.metrics import ranking_metrics
 from offline_training.splits import make_split
-from recsys.matrix import event_weights, user_item_matrix
+from offline_training.tuning import TuningOutcome, apply_known, tune_known, tuning_budget
+from offline_training.tuning_cold import apply_cold, tune_cold
+from offline_training.validation import TuningSkipped, carve_validation
+from recsys.config import TrainConfig
 from recsys.models import TrainedModels
-from recsys.profiles import profile_key_table
+from recsys.pipeline import rank
+from recsys.rules import EVALUATION_RULES
+from recsys.served import ServedModels
 from recsys.topk import blocked_top_k
+from recsys.user_state import UserState
 
-MODEL_NAMES = {
-    "stratified": "ALS",
-    "last-out": "ALS",
-    "cold-users": "profile-neighbour popularity + LightFM hybrid",
-    "cold-items": "content similarity to history (hybrid item features)",
-    "fold-in": "ALS fold-in of the user's history",
-}
+WARM_PROTOCOLS = ("stratified", "last-out", "fold-in")
 BASELINE_NAMES = {
     "stratified": "global popularity",
     "last-out": "global popularity",
@@ -42,6 +55,17 @@ BASELINE_NAMES = {
     "cold-items": "category popularity",
     "fold-in": "global popularity",
 }
+
+
+def model_name(protocol: str, cfg: TrainConfig) -> str:
+    family = known_family(cfg)
+    if protocol in ("stratified", "last-out"):
+        return family
+    if protocol == "fold-in":
+        return f"{family} folded in from the user's newest events"
+    if protocol == "cold-users":
+        return f"first visit: {cfg.coldstart.hybrid_weight:.2f} LightFM hybrid + profile-neighbour popularity"
+    return "content similarity to history (hybrid item features)"
 
 
 def _truth(test: pd.DataFrame, user_ids: list[str], items_index: dict[str, int], n_items: int) -> sp.csr_matrix:
@@ -55,49 +79,56 @@ def baseline_popularity(models: TrainedModels) -> np.ndarray:
     return np.diff(models.user_items.tocsc().indptr).astype(np.float64)
 
 
-def _warm_user_recs(models: TrainedModels, test: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
-    test = test[test["user_id"].isin(models.users.index)]
-    user_ids = sorted(test["user_id"].unique())
-    users = models.users.lookup(user_ids)
-    exclude = models.user_items[users]
-    model = blocked_top_k(len(users), k, lambda rows: models.known_user_scores(users[rows]), exclude)[0]
+def _profiles(data: AppData, user_ids: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """Merchant and platform profile of each user, as the server's Redis holds them (strings)."""
+    def table(frame: pd.DataFrame) -> dict[str, dict[str, str]]:
+        rows = frame[frame["user_id"].isin(set(user_ids))].set_index("user_id")
+        return {u: {c: str(v) for c, v in r.items() if str(v) not in ("", "nan", "None")}
+                for u, r in rows.to_dict(orient="index").items()}
+    return table(data.merchant_profiles), table(data.platform_profiles)
+
+
+def user_states(data: AppData, user_ids: list[str], history: pd.DataFrame | None = None) -> list[UserState]:
+    """What the server would know of each user: profiles, and their newest `RECENT_MAX` events of
+    `history` (events the model was not trained on) with the items they bought among them."""
+    merchant, platform = _profiles(data, user_ids)
+    recent: dict[str, list[tuple[str, str, float]]] = {}
+    if history is not None and len(history):
+        history = history[history["event"] != "impression"]  # the server counts impressions, not as history
+        newest = history.sort_values("ts", ascending=False, kind="stable").groupby("user_id").head(RECENT_MAX)
+        for user, group in newest.groupby("user_id", sort=False):
+            recent[str(user)] = list(zip(group["item_id"], group["event"], group["ts"].astype(float)))
+    return [UserState(recent=recent.get(u, []), purchased={i for i, e, _ in recent.get(u, []) if e == "purchase"},
+                      shown={}, clicked=set(), merchant_profile=merchant.get(u, {}), platform_profile=platform.get(u, {}))
+            for u in user_ids]
+
+
+def pipeline_recs(served: ServedModels, user_ids: list[str], states: list[UserState], k: int,
+                  progress: bool = False) -> np.ndarray:
+    """[n_users, k] catalog indices ranked by the serving pipeline (-1 where a page is short)."""
+    recs = np.full((len(user_ids), k), -1, dtype=np.int64)
+    index = served.models.items.index
+    for row, (user_id, state) in enumerate(tqdm(list(zip(user_ids, states)), desc="ranking", unit="user",
+                                                disable=not progress, leave=False)):
+        items, _, _ = rank(served, user_id, state, EVALUATION_RULES, n=k, offset=0)
+        ids = [index[i.item_id] for i in items if i.item_id in index]
+        recs[row, : len(ids)] = ids
+    return recs
+
+
+def _recent_matrix(states: list[UserState], index: dict[str, int], n_items: int) -> sp.csr_matrix:
+    """Users × items: 1 for the items of each user's recent events (what the pipeline excludes)."""
+    rows, cols = [], []
+    for row, state in enumerate(states):
+        items = {index[i] for i, _, _ in state.recent if i in index}
+        rows += [row] * len(items)
+        cols += sorted(items)
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(states), n_items))
+
+
+def _popularity_recs(models: TrainedModels, n_users: int, k: int, exclude: sp.csr_matrix | None) -> np.ndarray:
     pop = baseline_popularity(models)
-    base = blocked_top_k(len(users), k, lambda rows: np.broadcast_to(pop, (len(rows), len(pop))), exclude)[0]
-    return model, base, _truth(test, user_ids, models.items.index, len(models.items))
-
-
-def _fold_in_recs(models: TrainedModels, cfg: TrainConfig, history: pd.DataFrame, test: pd.DataFrame,
-                  now_ts: int, k: int) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
-    als = models.als
-    assert als is not None
-    user_ids = sorted(test["user_id"].unique())
-    rows = pd.Series(history["user_id"]).map({u: i for i, u in enumerate(user_ids)}).fillna(-1).to_numpy(np.int64)
-    ev = cfg.events
-    weights = event_weights(history, ev.weights, ev.use_rating_value, ev.half_life_days, now_ts)
-    known = user_item_matrix(rows, models.items.lookup(history["item_id"]), weights, len(user_ids), len(models.items))
-    ptr = known.indptr  # plain slices of the CSR rows (scipy's row indexing is slow in a loop)
-    vectors = np.stack([als.fold_in(known.indices[ptr[r]:ptr[r + 1]], known.data[ptr[r]:ptr[r + 1]])
-                        if ptr[r + 1] > ptr[r] else np.zeros(als.item_factors.shape[1], dtype=np.float32)
-                        for r in range(len(user_ids))])
-    model = blocked_top_k(len(user_ids), k, lambda r: vectors[r] @ als.item_factors.T, known)[0]
-    pop = baseline_popularity(models)
-    base = blocked_top_k(len(user_ids), k, lambda r: np.broadcast_to(pop, (len(r), len(pop))), known)[0]
-    return model, base, _truth(test, user_ids, models.items.index, len(models.items))
-
-
-def _cold_user_recs(models: TrainedModels, data: AppData, cfg: TrainConfig, test: pd.DataFrame,
-                    k: int) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
-    user_ids = sorted(test["user_id"].unique())
-    merchant = data.merchant_profiles[data.merchant_profiles["user_id"].isin(user_ids)]
-    platform = data.platform_profiles[data.platform_profiles["user_id"].isin(user_ids)]
-    keys = profile_key_table(merchant, platform, cfg.scope_map()).groupby("user_id")["key"].agg(list)
-    keys_per_user = [keys.get(u, []) for u in user_ids]
-    if not any(keys_per_user):
-        raise ValueError("cold-users needs user profiles: none of the held-out users has one in this data")
-    model = blocked_top_k(len(user_ids), k, lambda rows: models.profile_user_scores([keys_per_user[r] for r in rows]))[0]
-    pop = baseline_popularity(models)
-    base = blocked_top_k(len(user_ids), k, lambda rows: np.broadcast_to(pop, (len(rows), len(pop))))[0]
-    return model, base, _truth(test, user_ids, models.items.index, len(models.items))
+    return blocked_top_k(n_users, k, lambda rows: np.broadcast_to(pop, (len(rows), len(pop))), exclude)[0]
 
 
 def _cold_item_recs(models: TrainedModels, test: pd.DataFrame, candidates: np.ndarray,
@@ -117,42 +148,115 @@ def _cold_item_recs(models: TrainedModels, test: pd.DataFrame, candidates: np.nd
     return to_items(model_local), to_items(base_local), _truth(test, user_ids, models.items.index, len(models.items))
 
 
-def evaluate(data: AppData, cfg: TrainConfig, protocol: str, k: int = 10, seed: int = 0,
-             progress: bool = True) -> dict[str, Any]:
-    """Evaluate `protocol` on `data`; returns the report dict of `minirec evaluate --json`."""
+@dataclass
+class Evaluation:
+    """A protocol's report and the (possibly tuned) config its model was trained with."""
+
+    report: dict[str, Any]
+    cfg: TrainConfig
+    tuning: TuningOutcome
+
+
+def tune(data: AppData, frame: pd.DataFrame, cfg: TrainConfig, *, warm: bool = True, cold: bool = True,
+         validation_protocol: str = "stratified", budget_seconds: float | None = None,
+         progress: bool = True) -> tuple[TrainConfig, TuningOutcome]:
+    """Tune on `frame` (training rows only): the known-user model if `warm`, first visits if `cold`.
+
+    The budget (default: `tuning_budget` for `frame`) is shared `tuning.cold_share` to first visits
+    when both run and the data has profiles; one part alone gets all of it."""
+    outcome = TuningOutcome()
+    budget = tuning_budget(cfg, len(frame)) if budget_seconds is None else budget_seconds
+    has_profiles = not (data.merchant_profiles.empty and data.platform_profiles.empty)
+    cold_budget = budget * cfg.tuning.cold_share if (warm and cold and has_profiles) else budget
+    if warm:
+        try:
+            val = carve_validation(data.items, frame, cfg, validation_protocol)
+            finals = carve_validation(data.items, frame, cfg, validation_protocol, second=True)
+            outcome.validation = finals
+            outcome.known = tune_known(val, finals, cfg, budget - cold_budget if cold and has_profiles else budget,
+                                       progress)
+            cfg = apply_known(cfg, outcome.known)
+        except TuningSkipped as exc:
+            outcome.skipped.append(f"known-user model: {exc}")
+    if cold:
+        if not has_profiles:
+            outcome.skipped.append("first visits: the data has no user profiles")
+        else:
+            try:
+                outcome.cold = tune_cold(data, frame, cfg, cold_budget, progress)
+                cfg = apply_cold(cfg, outcome.cold)
+            except TuningSkipped as exc:
+                outcome.skipped.append(str(exc))
+    return cfg, outcome
+
+
+def run_evaluation(data: AppData, cfg: TrainConfig, protocol: str, k: int = 10, seed: int = 0,
+                   progress: bool = True, tuning: bool | None = None) -> Evaluation:
+    """Evaluate `protocol` on `data`, tuning on its training side first unless `tuning` is False
+    (default: the config's `tuning.enabled`)."""
     started = time.perf_counter()
     split = make_split(protocol, data.interactions, positive_mask(data.interactions, cfg), seed)
     if split.test.empty:
         raise ValueError(f"protocol {protocol!r} leaves no test interactions for this data")
-    cold_users = {"hybrid"} if cfg.coldstart.hybrid_weight > 0 else set()
-    needs = {"stratified": {"als"}, "last-out": {"als"}, "cold-users": cold_users, "cold-items": {"hybrid"},
-             "fold-in": {"als"}}
+    outcome = TuningOutcome()
+    if tuning if tuning is not None else cfg.tuning.enabled:
+        if protocol in WARM_PROTOCOLS:
+            validation = "last-out" if protocol == "last-out" else "stratified"
+            cfg, outcome = tune(data, split.train, cfg, cold=False, validation_protocol=validation, progress=progress)
+        elif protocol == "cold-users":
+            cfg, outcome = tune(data, split.train, cfg, warm=False, progress=progress)
+    cold_parts = {"hybrid"} if cfg.coldstart.hybrid_weight > 0 else set()
+    needs = {"stratified": {"known"}, "last-out": {"known"}, "cold-users": cold_parts, "cold-items": {"hybrid"},
+             "fold-in": {"known"}}
     models = fit_models(data, cfg, split.train, progress=progress, parts=frozenset(needs[protocol]))
-    if protocol in ("stratified", "last-out"):
-        model, base, truth = _warm_user_recs(models, split.test, k)
-    elif protocol == "fold-in":
-        assert split.history is not None
-        now_ts = int(data.interactions["ts"].max()) if len(data.interactions) else 0
-        model, base, truth = _fold_in_recs(models, cfg, split.history, split.test, now_ts, k)
-    elif protocol == "cold-users":
-        model, base, truth = _cold_user_recs(models, data, cfg, split.test, k)
-    else:
+    n_items = len(models.items)
+    if protocol == "cold-items":
         assert split.candidate_items is not None
         model, base, truth = _cold_item_recs(models, split.test, split.candidate_items, k)
-    n_items = len(models.items)
+        n_users = truth.shape[0]
+    else:
+        test = split.test
+        if protocol in ("stratified", "last-out"):
+            test = test[test["user_id"].isin(models.users.index)]
+        user_ids = sorted(test["user_id"].unique())
+        if len(user_ids) > cfg.evaluate.max_users:  # every one goes through the pipeline: bound the time
+            user_ids = sorted(np.random.default_rng(seed).choice(user_ids, cfg.evaluate.max_users, replace=False))
+            test = test[test["user_id"].isin(set(user_ids))]
+        history = split.history if protocol == "fold-in" else None
+        states = user_states(data, user_ids, history)
+        if protocol == "cold-users" and not any(s.merchant_profile or s.platform_profile for s in states):
+            raise ValueError("cold-users needs user profiles: none of the held-out users has one in this data")
+        served = ServedModels.of(models, cfg)
+        model = pipeline_recs(served, user_ids, states, k, progress)
+        truth = _truth(test, user_ids, models.items.index, n_items)
+        if protocol == "fold-in":
+            exclude = _recent_matrix(states, models.items.index, n_items)
+        elif protocol == "cold-users":
+            exclude = None
+        else:
+            exclude = models.user_items[models.users.lookup(user_ids)]
+        base = _popularity_recs(models, len(user_ids), k, exclude)
     model_metrics = ranking_metrics(model, truth, k, n_items)
     base_metrics = ranking_metrics(base, truth, k, n_items)
     ndcg = f"ndcg@{k}"
-    return {
+    report = {
         "protocol": protocol,
         "k": k,
         "seed": seed,
         "n_users": int((np.diff(truth.indptr) > 0).sum()),
         "n_items": n_items,
-        "model_name": MODEL_NAMES[protocol],
+        "model_name": model_name(protocol, cfg),
         "baseline_name": BASELINE_NAMES[protocol],
         "model": model_metrics,
         "popularity": base_metrics,
         "lift_ndcg": model_metrics[ndcg] / base_metrics[ndcg] - 1 if base_metrics[ndcg] > 0 else None,
+        "tuning": outcome.to_dict(),
         "seconds": round(time.perf_counter() - started, 2),
     }
+    return Evaluation(report, cfg, outcome)
+
+
+def evaluate(data: AppData, cfg: TrainConfig, protocol: str, k: int = 10, seed: int = 0,
+             progress: bool = True, tuning: bool | None = None) -> dict[str, Any]:
+    """Evaluate `protocol` on `data`; returns the report dict of `minirec evaluate --json`."""
+    return run_evaluation(data, cfg, protocol, k, seed, progress, tuning).report

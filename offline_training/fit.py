@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from offline_training.config import TrainConfig
+from recsys.config import TrainConfig
 from offline_training.datafolder import AppData
-from recsys.als import ALSModel
 from recsys.hybrid import BIAS_FEATURE, HybridModel
+from recsys.known import fit_known
 from recsys.item_features import build_item_features, catalog_tokenizer, content_matrix, normalize_rows
 from recsys.matrix import IdMap, event_weights, user_item_matrix
 from recsys.models import CATALOG_COLUMNS, TrainedModels
@@ -19,9 +22,29 @@ from recsys.profile_kernel import ProfileKernel, field_of
 from recsys.profiles import feature_matrix, profile_key_table
 from recsys.related import RelatedItems
 
-STAGES = ("matrices", "ALS", "popularity", "profile kernel", "hybrid", "related items")
+STAGES = ("matrices", "known-user model", "popularity", "profile kernel", "hybrid", "related items")
 #: Parts of a bundle; evaluation fits only the parts its protocol scores with.
-ALL_PARTS = frozenset({"als", "hybrid", "related"})
+ALL_PARTS = frozenset({"known", "hybrid", "related"})
+
+
+def known_family(cfg: TrainConfig) -> str:
+    """The family a config trains: "auto" means ALS when nothing was tuned (today's default)."""
+    return "als" if cfg.model.family == "auto" else cfg.model.family
+
+
+def known_params(cfg: TrainConfig, family: str) -> dict[str, Any]:
+    """The config's hyper-parameters of `family` (its config section as a dict)."""
+    section = getattr(cfg, family, None)
+    return dataclasses.asdict(section) if dataclasses.is_dataclass(section) else {}
+
+
+def confidence_matrix(frame: pd.DataFrame, cfg: TrainConfig, users: IdMap, items: IdMap,
+                      half_life_days: float | None = None) -> sp.csr_matrix:
+    """Users × items summed event weights of `frame` (decayed by the events' half-life unless given)."""
+    ev = cfg.events
+    half_life = ev.half_life_days if half_life_days is None else half_life_days
+    return user_item_matrix(users.lookup(frame["user_id"]), items.lookup(frame["item_id"]),
+                            event_weights(frame, ev.weights, ev.use_rating_value, half_life), len(users), len(items))
 
 
 def positive_mask(frame: pd.DataFrame, cfg: TrainConfig) -> np.ndarray:
@@ -40,7 +63,8 @@ def kernel_fields(keys: pd.DataFrame, configured: list[str], max_values: int = 1
 
 
 def _fit_hybrid(data: AppData, cfg: TrainConfig, users: IdMap, items: IdMap, confidences: sp.csr_matrix,
-                keys: pd.DataFrame, segments: IdMap, progress: bool) -> tuple[HybridModel, np.ndarray]:
+                keys: pd.DataFrame, segments: IdMap, progress: bool,
+                deadline: float | None = None) -> tuple[HybridModel, np.ndarray]:
     """LightFM with profile features for users and content (+ identity of warm items) for items."""
     hyb = cfg.hybrid
     tokenizer = catalog_tokenizer(data.items) if hyb.title_tokens else None
@@ -53,17 +77,19 @@ def _fit_hybrid(data: AppData, cfg: TrainConfig, users: IdMap, items: IdMap, con
     with_bias = pd.concat([keys, pd.DataFrame({"user_id": list(users.ids), "key": BIAS_FEATURE})], ignore_index=True)
     user_features, _ = feature_matrix(users, with_bias, user_vocab)
     hybrid = HybridModel.fit(confidences, normalize_rows(user_features), user_vocab, item_features, item_vocab,
-                             hyb, progress=progress)
+                             hyb, progress=progress, deadline=deadline)
     content_vectors = hybrid.item_vectors(content_matrix(per_item, item_vocab))[0]
     return hybrid, content_vectors
 
 
 def fit_models(data: AppData, cfg: TrainConfig, interactions: pd.DataFrame | None = None,
-               progress: bool = True, parts: frozenset[str] = ALL_PARTS) -> TrainedModels:
+               progress: bool = True, parts: frozenset[str] = ALL_PARTS,
+               deadline: float | None = None) -> TrainedModels:
     """Train the bundle's models: popularity and the profile kernel always, ALS / hybrid / related per `parts`.
 
     `interactions` defaults to all of `data.interactions`; evaluation passes a training split.
-    Related items need the hybrid's content vectors, so "related" implies "hybrid".
+    Related items need the hybrid's content vectors, so "related" implies "hybrid". A `deadline`
+    (tuning's) stops the hybrid's fit with DeadlineExceeded when it could not end in time.
     """
     frame = data.interactions if interactions is None else interactions
     bar = tqdm(total=len(STAGES), desc="training", unit="stage", disable=not progress)
@@ -75,19 +101,17 @@ def fit_models(data: AppData, cfg: TrainConfig, interactions: pd.DataFrame | Non
     items = IdMap.of(data.items["item_id"])
     positive = positive_mask(frame, cfg)
     users = IdMap.of(frame.loc[positive, "user_id"])
-    user_idx = users.lookup(frame["user_id"])
-    item_idx = items.lookup(frame["item_id"])
-    ev = cfg.events
-    confidences = user_item_matrix(user_idx, item_idx, event_weights(frame, ev.weights, ev.use_rating_value,
-                                                                     ev.half_life_days), len(users), len(items))
-    recent = user_item_matrix(user_idx, item_idx, event_weights(frame, ev.weights, ev.use_rating_value,
-                                                                cfg.popularity.half_life_days), len(users), len(items))
+    confidences = confidence_matrix(frame, cfg, users, items)
+    recent = confidence_matrix(frame, cfg, users, items, cfg.popularity.half_life_days)
     keys = profile_key_table(data.merchant_profiles, data.platform_profiles, cfg.scope_map())
     user_keys, segments = feature_matrix(users, keys)
     bar.update()
 
-    stage("ALS")
-    als = ALSModel.fit(confidences, cfg.als, progress=progress) if "als" in parts else None
+    stage("known-user model")
+    known = None
+    if "known" in parts:
+        family = known_family(cfg)
+        known = fit_known(family, confidences, known_params(cfg, family), cfg.als, progress=progress)
     bar.update()
 
     stage("popularity")
@@ -103,7 +127,8 @@ def fit_models(data: AppData, cfg: TrainConfig, interactions: pd.DataFrame | Non
     stage("hybrid")
     hybrid, content_vectors = None, None
     if parts & {"hybrid", "related"}:
-        hybrid, content_vectors = _fit_hybrid(data, cfg, users, items, confidences, keys, segments, progress)
+        hybrid, content_vectors = _fit_hybrid(data, cfg, users, items, confidences, keys, segments, progress,
+                                              deadline)
     bar.update()
 
     stage("related items")
@@ -114,5 +139,5 @@ def fit_models(data: AppData, cfg: TrainConfig, interactions: pd.DataFrame | Non
     bar.close()
 
     catalog = data.items[list(CATALOG_COLUMNS)].reset_index(drop=True)
-    return TrainedModels(users, items, catalog, confidences, als, hybrid, popularity, related,
+    return TrainedModels(users, items, catalog, confidences, known, hybrid, popularity, related,
                          content_vectors, kernel, cold.hybrid_weight)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from offline_training.datafolder import MAX_PROBLEMS_PER_TABLE, DataError, FolderWriter, Problem, load_data_folder
-from offline_training.schema import CATEGORY_SEP, LIST_SEP
+from recsys.schema import CATEGORY_SEP, LIST_SEP
 
 #: MovieLens-1M age bands (upper bounds inclusive), reused for ml-100k's exact ages.
 AGE_BANDS: tuple[tuple[int, str], ...] = (

@@ -30,6 +30,17 @@ def hit_matrix(recs: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
     return hits.astype(np.float64)
 
 
+def ndcg_per_user(recs: np.ndarray, truth: sp.csr_matrix, k: int) -> np.ndarray:
+    """NDCG@k of every user (row) with at least one relevant item, in row order."""
+    recs = recs[:, :k]
+    n_true = np.diff(truth.tocsr().indptr)
+    evaluated = n_true > 0
+    hits = hit_matrix(recs, truth)[evaluated]
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discounts)[np.minimum(n_true[evaluated], k) - 1]
+    return (hits @ discounts) / ideal
+
+
 def ranking_metrics(recs: np.ndarray, truth: sp.csr_matrix, k: int, n_items: int) -> dict[str, float]:
     """Mean metrics@k over users (rows) with at least one relevant item; plus catalog coverage.
 

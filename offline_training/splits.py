@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-PROTOCOLS = ("stratified", "last-out", "cold-users", "cold-items", "fold-in")
+from recsys.config import PROTOCOLS
+
 
 
 @dataclass
@@ -47,7 +48,10 @@ def _rows_not_in(frame: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[~drop].reset_index(drop=True)
 
 
-def stratified(frame: pd.DataFrame, positive: np.ndarray, seed: int, ratio: float = 0.75) -> Split:
+def stratified(frame: pd.DataFrame, positive: np.ndarray, seed: int, ratio: float = 0.75,
+               min_test: int = 0) -> Split:
+    """`min_test`: users with at least two pairs hold out at least this many (tuning's validation
+    uses 1, so that a small share still validates users with few pairs)."""
     pairs = _pairs(frame, positive)
     users = pd.factorize(pairs["user_id"])[0]
     rng = np.random.default_rng(seed)
@@ -57,7 +61,10 @@ def stratified(frame: pd.DataFrame, positive: np.ndarray, seed: int, ratio: floa
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     position = np.arange(len(order)) - starts[sorted_users]
     is_test = np.zeros(len(pairs), dtype=bool)
-    is_test[order] = position >= np.round(counts[sorted_users] * ratio)
+    n_train = np.round(counts[sorted_users] * ratio)
+    if min_test:
+        n_train = np.where(counts[sorted_users] >= 2, np.minimum(n_train, counts[sorted_users] - min_test), n_train)
+    is_test[order] = position >= n_train
     test = pairs.loc[is_test, ["user_id", "item_id"]].reset_index(drop=True)
     return Split("stratified", _rows_not_in(frame, test), test)
 
@@ -85,6 +92,22 @@ def cold_users(frame: pd.DataFrame, positive: np.ndarray, seed: int, share: floa
     is_held = _held_out_users(frame, positive, seed, share)
     test = _pairs(frame, positive & is_held)[["user_id", "item_id"]]
     return Split("cold-users", frame.loc[~is_held].reset_index(drop=True), test.reset_index(drop=True))
+
+
+def cold_user_folds(frame: pd.DataFrame, positive: np.ndarray, seed: int, folds: int,
+                    share: float = 0.2) -> list[Split]:
+    """Up to `folds` cold-users splits whose held-out users are disjoint (each a seeded `share`)."""
+    users = np.random.default_rng(seed).permutation(np.sort(frame.loc[positive, "user_id"].unique()))
+    size = int(round(share * len(users)))
+    out = []
+    for fold in range(folds):
+        held = users[fold * size:(fold + 1) * size]
+        if size == 0 or len(held) < size:
+            break
+        is_held = frame["user_id"].isin(held).to_numpy()
+        test = _pairs(frame, positive & is_held)[["user_id", "item_id"]]
+        out.append(Split("cold-users", frame.loc[~is_held].reset_index(drop=True), test.reset_index(drop=True)))
+    return out
 
 
 def cold_items(frame: pd.DataFrame, positive: np.ndarray, seed: int, share: float = 0.2) -> Split:

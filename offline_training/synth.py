@@ -21,7 +21,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from offline_training.datafolder import FolderWriter
-from offline_training.schema import CATEGORY_SEP, LIST_SEP
+from recsys.schema import CATEGORY_SEP, LIST_SEP
 
 # top category: (title series words or "", female affinity (male = 1/x), affinity per age band,
 #   {subcategory: (brands, product nouns, specs from cheap to dear, variants, median price)})

@@ -27,7 +27,10 @@ import numpy as np
 
 MANIFEST = "manifest.json"
 CURRENT = "current"
-FORMAT_VERSION = 1
+#: Format 2 added the known-user model's family (`known_model.json`); format 1 bundles held ALS
+#: and still load.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 _VERSION_RE = re.compile(r"^\d{8}-\d{6}-\d{6}$")
 _APP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -216,8 +219,9 @@ def verify(path: str | os.PathLike) -> Bundle:
     for key in ("format_version", "version", "created_at", "data_fingerprint", "config", "metrics", "files"):
         if key not in manifest:
             raise BundleError(f"{manifest_path}: missing key '{key}'")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise BundleError(f"{manifest_path}: format_version {manifest['format_version']} is not supported (expected {FORMAT_VERSION})")
+    if manifest["format_version"] not in READABLE_FORMATS:
+        raise BundleError(f"{manifest_path}: format_version {manifest['format_version']} is not supported "
+                          f"(expected one of {READABLE_FORMATS})")
     for name, meta in manifest["files"].items():
         file = path / name
         if not file.is_file():

@@ -7,16 +7,21 @@ with NumPy from the saved feature embeddings; LightFM is needed only to train.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from offline_training.config import HybridConfig
+from recsys.config import HybridConfig
 from recsys.bundle import Bundle, BundleWriter
 from recsys.item_features import normalize_rows
 from recsys.matrix import IdMap
+
+class DeadlineExceeded(TimeoutError):
+    """Fitting would not end before the given deadline."""
+
 
 #: Every user has this feature, so a user without a profile still gets a (popularity-like) vector.
 BIAS_FEATURE = "bias"
@@ -37,8 +42,11 @@ class HybridModel:
     @classmethod
     def fit(cls, interactions: sp.csr_matrix, user_features: sp.csr_matrix, user_vocab: IdMap,
             item_features: sp.csr_matrix, item_vocab: IdMap, cfg: HybridConfig, progress: bool = True,
-            num_threads: int = 2) -> "HybridModel":
-        """Train on binary interactions (users × items); features are users × user_vocab, items × item_vocab."""
+            num_threads: int = 2, deadline: float | None = None) -> "HybridModel":
+        """Train on binary interactions (users × items); features are users × user_vocab, items × item_vocab.
+
+        With a `deadline` (a `time.perf_counter()` value), stops with DeadlineExceeded as soon as the
+        epochs so far say the rest would end after it (tuning's budget)."""
         from lightfm import LightFM  # imported here: serving never trains and never needs it
 
         model = LightFM(no_components=cfg.no_components, loss=cfg.loss, learning_rate=cfg.learning_rate,
@@ -46,9 +54,13 @@ class HybridModel:
                         random_state=cfg.random_state)
         positives = interactions.tocoo()
         positives.data = np.ones_like(positives.data, dtype=np.float32)
-        for _ in tqdm(range(cfg.epochs), desc="hybrid (LightFM)", unit="epoch", disable=not progress, leave=False):
+        started = time.perf_counter()
+        for epoch in tqdm(range(cfg.epochs), desc="hybrid (LightFM)", unit="epoch", disable=not progress, leave=False):
             model.fit_partial(positives, user_features=user_features, item_features=item_features,
                               epochs=1, num_threads=num_threads)
+            per_epoch = (time.perf_counter() - started) / (epoch + 1)
+            if deadline is not None and time.perf_counter() + per_epoch * (cfg.epochs - epoch - 1) > deadline:
+                raise DeadlineExceeded(f"LightFM needs about {per_epoch:.1f} s an epoch, {cfg.epochs} epochs")
         item_emb = model.item_embeddings.astype(np.float32)
         item_bias = model.item_biases.astype(np.float32)
         return cls(user_vocab, item_vocab, model.user_embeddings.astype(np.float32),

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from offline_training.schema import CATEGORY_SEP, LIST_SEP
+from recsys.schema import CATEGORY_SEP, LIST_SEP
 from recsys.matrix import IdMap
 from search.tokenizer import Tokenizer
 

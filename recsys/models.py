@@ -1,6 +1,6 @@
 """Everything one bundle holds, and how each kind of user is scored from it.
 
-- known user (in training): ALS scores;
+- known user (in training): the known-user model (ALS, EASE, RP3beta, item kNN or popularity);
 - user known only by profile (first visit): profile-neighbour popularity blended with the LightFM hybrid;
 - nobody: global popularity.
 Scores of different models are not comparable, so blends work on per-user z-scores.
@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.als import ALSModel
 from recsys.bundle import Bundle, BundleWriter
 from recsys.hybrid import HybridModel
+from recsys.known import load_known, save_known
 from recsys.matrix import IdMap
 from recsys.popularity import Popularity
 from recsys.profile_kernel import ProfileKernel
+from recsys.recommender import Recommender
 from recsys.related import RelatedItems, unit_rows
 
 CATALOG_COLUMNS = ("item_id", "title", "category", "brand", "tags", "price", "stock", "visible", "audience")
@@ -50,7 +51,7 @@ class TrainedModels:
     #: Training confidences, users × items (history of known users; excluded from their feeds).
     user_items: sp.csr_matrix
     #: The optional parts are None only in evaluation, which fits what its protocol needs.
-    als: ALSModel | None
+    known: Recommender | None
     hybrid: HybridModel | None
     popularity: Popularity
     related: RelatedItems | None
@@ -69,7 +70,8 @@ class TrainedModels:
         return self.user_items.indices[start:end], self.user_items.data[start:end]
 
     def known_user_scores(self, users: np.ndarray) -> np.ndarray:
-        return _require(self.als, "als").scores(users)
+        """[len(users), n_items] scores of trained users by the known-user model."""
+        return _require(self.known, "known-user model").user_scores(users, self.user_items)
 
     def profile_user_scores(self, keys_per_user: list[list[str]]) -> np.ndarray:
         """First-visit users: z(profile-neighbour popularity) blended with z(hybrid)."""
@@ -106,7 +108,7 @@ class TrainedModels:
 
     # --- persistence ---------------------------------------------------------------------
     def save(self, writer: BundleWriter) -> None:
-        if self.als is None or self.hybrid is None or self.related is None or self.content_vectors is None:
+        if self.known is None or self.hybrid is None or self.related is None or self.content_vectors is None:
             raise ValueError("a bundle needs every model; fit with all parts")
         writer.save_json("users", list(self.users.ids))
         writer.save_json("catalog", {c: self.catalog[c].tolist() for c in CATALOG_COLUMNS})
@@ -117,7 +119,7 @@ class TrainedModels:
         writer.save_array("content_vectors", self.content_vectors)
         writer.save_json("blend", {"hybrid_weight": self.hybrid_weight})
         self.kernel.save(writer)
-        self.als.save(writer)
+        save_known(self.known, writer)
         self.hybrid.save(writer)
         self.popularity.save(writer)
         self.related.save(writer)
@@ -132,6 +134,6 @@ class TrainedModels:
             shape=(len(users), len(items)),
         )
         blend: dict[str, Any] = bundle.json("blend")
-        return cls(users, items, catalog, user_items, ALSModel.load(bundle), HybridModel.load(bundle),
+        return cls(users, items, catalog, user_items, load_known(bundle), HybridModel.load(bundle),
                    Popularity.load(bundle), RelatedItems.load(bundle), bundle.array("content_vectors"),
                    ProfileKernel.load(bundle, len(items)), float(blend["hybrid_weight"]))

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from offline_training.schema import LIST_SEP
+from recsys.schema import LIST_SEP
 from recsys.matrix import IdMap
 
 MERCHANT_NS = "m"

@@ -1,4 +1,6 @@
-"""Choose the scoring path for one user and return the top items: the core of the home feed."""
+"""The shelves as the API serves them — home feed, exclusive shelf, related items — on top of the
+ranking pipeline. The routes, `minirec demo` and the tests all call these, so what the demo prints
+is what the server returns."""
 
 from __future__ import annotations
 
@@ -6,41 +8,48 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.models import TrainedModels
-from recsys.topk import top_k
+from recsys.pipeline import Item, rank, related_scored, score_user
+from recsys.rules import SceneRules
+from recsys.served import ServedModels
+from recsys.user_state import UserState
 
 
 @dataclass(frozen=True)
-class Ranked:
-    item_ids: list[str]
-    scores: list[float]
-    #: Which path produced the list: "als", "hybrid", or "popularity".
+class Page:
+    items: list[Item]
+    #: The scoring path (see `recsys.pipeline`).
     strategy: str
+    note: str | None = None
 
 
-def recommend_user(models: TrainedModels, user_id: str | None, profile_keys: list[str], n: int) -> Ranked:
-    """Known user → ALS (history excluded); profile only → hybrid blend; nothing → popularity."""
-    user = models.users.get(user_id) if user_id else None
-    if user is not None:
-        scores = models.known_user_scores(np.array([user]))[0].astype(np.float64)
-        scores[models.history(user)[0]] = -np.inf
-        strategy = "als"
-    elif profile_keys:
-        scores = models.profile_user_scores([profile_keys])[0]
-        strategy = "hybrid"
-    else:
-        scores = models.popularity_scores().astype(np.float64)
-        strategy = "popularity"
-    idx, vals = top_k(scores[None, :], n)
-    keep = np.isfinite(vals[0])
-    return Ranked([models.items.ids[i] for i in idx[0][keep]], [float(v) for v in vals[0][keep]], strategy)
+def home_feed(served: ServedModels, user_id: str | None, state: UserState | None, rules: SceneRules, *,
+              n: int, offset: int = 0, category: str | None = None) -> Page:
+    """The personalized home feed: every available item the user may see, best first."""
+    items, strategy, note = rank(served, user_id, state, rules, n=n, offset=offset, category=category)
+    return Page(items, strategy, note)
 
 
-def related_items(models: TrainedModels, item_id: str, n: int) -> Ranked:
-    """The stored neighbours of an item (empty for an unknown item)."""
-    item = models.items.get(item_id)
-    if item is None:
-        return Ranked([], [], "related")
-    ids, scores = models.related.neighbours[item], models.related.scores[item]
-    keep = ids >= 0
-    return Ranked([models.items.ids[i] for i in ids[keep][:n]], [float(s) for s in scores[keep][:n]], "related")
+def exclusive_feed(served: ServedModels, user_id: str | None, state: UserState | None, rules: SceneRules, *,
+                   n: int, offset: int = 0) -> Page:
+    """Items with an audience that the user is eligible for (member-only offers), best first."""
+    items, strategy, note = rank(served, user_id, state, rules, n=n, offset=offset, only_restricted=True)
+    if not items and note is None:
+        note = "no member-only items this user is eligible for"
+    return Page(items, strategy, note)
+
+
+def related_shelf(served: ServedModels, item_id: str, user_id: str | None, state: UserState | None,
+                  rules: SceneRules, *, n: int, offset: int = 0) -> Page:
+    """Items related to `item_id`, re-ranked for the user if known; an unknown item gets the user's
+    home feed instead (with a note), never an error."""
+    user = score_user(served, user_id, state) if user_id else None
+    scored = related_scored(served, item_id, user)
+    note = None
+    if scored is None:  # unknown item: the user's own feed is the best shelf we have
+        scored = user or score_user(served, None, None)
+        note = f"unknown item {item_id!r}: showing the home feed instead"
+    anchor = served.models.items.get(item_id)
+    exclude = np.array([anchor]) if anchor is not None else None
+    items, strategy, rank_note = rank(served, user_id, state, rules, n=n, offset=offset, scored=scored,
+                                      exclude=exclude)
+    return Page([i for i in items if i.item_id != item_id], strategy, note or rank_note)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from features.store import UserState, normalize_query
-from offline_training.schema import CATEGORY_SEP, LIST_SEP
+from features.store import normalize_query
+from recsys.user_state import UserState
+from recsys.schema import CATEGORY_SEP, LIST_SEP
 from search.query_log import QueryStats
 from search.settings import SearchSettings
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from offline_training.schema import CATEGORY_SEP, LIST_SEP
+from recsys.schema import CATEGORY_SEP, LIST_SEP
 from recsys.bundle import Bundle, BundleWriter
 from search.bm25 import ITEM_FIELD_WEIGHTS, BM25Index
 from search.tokenizer import Tokenizer

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from features.store import normalize_query
-from offline_training.schema import CATEGORY_SEP
+from recsys.schema import CATEGORY_SEP
 from search.suggest import pinyin_keys
 
 FORMAT = 1

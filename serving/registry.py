@@ -8,7 +8,6 @@ the previous one keeps serving and the error is reported by `GET /v1/admin/model
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -16,55 +15,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from offline_training.config import config_from_dict
 from recsys import bundle
-from recsys.models import TrainedModels, zscore
-from recsys.related import unit_rows
-from serving.catalog import ServingCatalog
+from recsys.config import config_from_dict
+from recsys.catalog import ServingCatalog
+from recsys.models import TrainedModels
+from recsys.served import ServedModels
 from serving.search_state import SearchState
 
 log = logging.getLogger("minirec.registry")
 
 
 @dataclass
-class LoadedApp:
-    """One app's loaded bundle and what requests derive from it once."""
+class LoadedApp(ServedModels):
+    """One app's loaded bundle: what the ranking pipeline needs, plus its version and search state."""
 
-    app_id: str
-    version: str
-    models: TrainedModels
-    catalog: ServingCatalog
-    event_weights: dict[str, float]
-    scopes: dict[str, tuple[str, ...]]
-    item_factors_unit: np.ndarray | None
+    app_id: str = ""
+    version: str = ""
     loaded_at: float = field(default_factory=time.time)
     #: Search index, query statistics and live item state; None for a bundle without a search index.
     search: SearchState | None = None
-
-    @functools.cached_property
-    def popularity_z(self) -> np.ndarray:
-        """The anonymous feed's scores in z units (read-only; the same for every anonymous request)."""
-        scores = zscore(self.models.popularity.user_scores([]))
-        scores.flags.writeable = False
-        return scores
 
     @classmethod
     def load(cls, app_id: str, loaded: bundle.Bundle) -> "LoadedApp":
         models = TrainedModels.load(loaded)
         cfg = config_from_dict(loaded.manifest["config"])
         catalog = ServingCatalog(models, cfg.hybrid.price_bands)
-        return cls(
-            app_id=app_id,
-            version=loaded.version,
-            models=models,
-            catalog=catalog,
-            event_weights=dict(cfg.events.weights),
-            scopes=cfg.scope_map(),
-            item_factors_unit=unit_rows(models.als.item_factors) if models.als is not None else None,
-            search=SearchState.load(loaded, catalog),
-        )
+        return cls(models=models, catalog=catalog, event_weights=dict(cfg.events.weights), scopes=cfg.scope_map(),
+                   app_id=app_id, version=loaded.version, search=SearchState.load(loaded, catalog))
 
 
 @dataclass

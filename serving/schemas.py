@@ -21,7 +21,9 @@ class ItemOut(BaseModel):
 class RecommendationOut(BaseModel):
     request_id: str = Field(description="Send it back with events on these items to credit this response")
     model_version: str
-    strategy: str = Field(description="als | als+recent | recent | hybrid | popularity | related | related+user")
+    strategy: str = Field(description="<model> | <model>+recent | recent | hybrid | popularity | related | "
+                                      "related+user, where <model> is the bundle's known-user family: als, ease, "
+                                      "rp3beta or itemknn")
     degraded: bool = Field(description="true while Redis is unreachable: no real-time features or rules")
     note: str | None = None
     items: list[ItemOut]

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.store import UserState
-from offline_training.schema import CATEGORY_SEP
+from recsys.user_state import UserState
+from recsys.schema import CATEGORY_SEP
 from search.discovery import UserSignals
 from search.settings import SearchSettings
 from search.tokenizer import normalize
-from serving.pipeline import Item, Scored, diverse_order, score_user
+from recsys.pipeline import Item, Scored, diverse_order, score_user
 from serving.registry import LoadedApp
 from serving.scenes import DEFAULTS, SceneRules
 from serving.search_state import Direct, SearchState

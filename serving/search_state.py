@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from offline_training.schema import CATEGORY_SEP, ITEMS, LIST_SEP
+from recsys.schema import CATEGORY_SEP, ITEMS, LIST_SEP
 from recsys import bundle
 from recsys.item_features import category_levels
 from search.bm25 import BM25Index
@@ -32,7 +32,7 @@ from search.query_log import QueryStats
 from search.settings import SearchSettings, SettingsFile
 from search.suggest import SuggestIndex, key_of
 from search.tokenizer import Tokenizer
-from serving.catalog import ServingCatalog
+from recsys.catalog import ServingCatalog
 
 TEXT_FIELDS = ("title", "brand", "category", "tags")
 #: Seconds a live hot list read from Redis is reused (hot, suggest and discovery share it).

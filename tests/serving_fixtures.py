@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from offline_training.config import load_config
+from recsys.config import load_config
 from offline_training.synth import generate_mall
 from offline_training.train import train
 from serving.tenancy import ServerConfig, load_server_config, write_server_config
@@ -16,6 +16,10 @@ ADMIN_KEY = "admin-key-0123456789"
 PLATFORM_KEY = "platform-key-0123456789"
 
 FAST = """
+[model]
+family = "als"
+[tuning]
+enabled = false
 [als]
 factors = 16
 iterations = 8
@@ -27,10 +31,10 @@ protocols = []
 """
 
 
-def build_app(root: Path) -> Path:
-    """Generate a small mall, train app `shop` into root/artifacts; returns root."""
+def build_app(root: Path, family: str = "als") -> Path:
+    """Generate a small mall, train app `shop` (known-user model `family`) into root/artifacts; returns root."""
     generate_mall(root / "data", users=600, items=300, events=25_000, seed=5, progress=False)
-    (root / "fast.toml").write_text(FAST)
+    (root / "fast.toml").write_text(FAST.replace('family = "als"', f'family = "{family}"'))
     train(root / "data", root / "artifacts", "shop", config=load_config(root / "fast.toml"), progress=False)
     shutil.copytree(root / "artifacts" / "shop", root / "artifacts" / "other")  # a second tenant
     return root

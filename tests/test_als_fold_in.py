@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
-from offline_training.config import ALSConfig
+from recsys.config import ALSConfig
 from recsys.als import ALSModel
 
 
@@ -20,6 +20,9 @@ def test_fold_in_matches_implicit_recalculate_user():
     weights = np.array([1.0, 2.0, 4.0, 1.0, 10.0])
     reference = AlternatingLeastSquares(factors=8, regularization=2.0, alpha=1.0)
     reference.user_factors, reference.item_factors = model.user_factors, model.item_factors
-    row = sp.csr_matrix((weights * 3.0, (np.zeros(5, dtype=int), items)), shape=(1, 60))
+    # implicit takes the confidence itself: c = 1 + alpha × (summed weight) per item
+    summed = np.bincount(items, weights=weights, minlength=60)
+    cols = np.flatnonzero(summed)
+    row = sp.csr_matrix((1.0 + 3.0 * summed[cols], (np.zeros(len(cols), dtype=int), cols)), shape=(1, 60))
     expected = np.asarray(reference.recalculate_user(0, row)).ravel()
     assert model.fold_in(items, weights) == pytest.approx(expected, rel=1e-4, abs=1e-5)

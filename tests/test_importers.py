@@ -195,7 +195,7 @@ def test_amazon_broken_chain(amazon_scientific: Path, tmp_path: Path) -> None:
 
 def test_amazon_trains_and_evaluates_without_profiles(amazon: tuple[dict, AppData]) -> None:
     """Amazon has no user profiles: the profile kernel degrades to one signature instead of failing."""
-    from offline_training.config import TrainConfig
+    from recsys.config import TrainConfig
     from offline_training.evaluate import evaluate
 
     report = evaluate(amazon[1], TrainConfig(), "fold-in", progress=False)
@@ -204,7 +204,7 @@ def test_amazon_trains_and_evaluates_without_profiles(amazon: tuple[dict, AppDat
 
 
 def test_cold_users_is_refused_without_profiles(amazon: tuple[dict, AppData]) -> None:
-    from offline_training.config import TrainConfig
+    from recsys.config import TrainConfig
     from offline_training.evaluate import evaluate
 
     with pytest.raises(ValueError, match="needs user profiles"):

@@ -12,9 +12,12 @@ import pytest
 from minirec.cli import main
 from offline_training.datafolder import load_data_folder
 from recsys import bundle
+from recsys.config import config_from_dict
 from recsys.models import TrainedModels
-from recsys.profiles import profile_keys
-from recsys.recommend import recommend_user, related_items
+from recsys.recommend import home_feed, related_shelf
+from recsys.rules import DEFAULTS
+from recsys.served import ServedModels
+from recsys.user_state import UserState
 
 FAST_CONFIG = """
 [als]
@@ -23,9 +26,21 @@ iterations = 8
 [hybrid]
 no_components = 16
 epochs = 8
+[tuning]
+budget_seconds = 8.0
+budget_seconds_per_million = 0.0
 [evaluate]
 protocols = ["stratified", "cold-users", "cold-items", "last-out"]
 """
+
+
+def served(artifacts: Path, app: str = "shop") -> ServedModels:
+    loaded = bundle.open_current(artifacts, app)
+    return ServedModels.of(TrainedModels.load(loaded), config_from_dict(loaded.manifest["config"]))
+
+
+def platform_state(profile: dict) -> UserState:
+    return UserState([], set(), {}, set(), {}, {k: str(v) for k, v in profile.items()})
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +73,11 @@ def test_train_prints_the_version_and_publishes_a_verified_bundle(trained):
     loaded = bundle.open_current(artifacts, "shop")
     manifest = loaded.manifest
     assert {"version", "created_at", "data_fingerprint", "config", "metrics", "files"} <= set(manifest)
-    assert {"report.md", "report.png", "report.json", "als_item_factors.npy", "catalog.json"} <= set(manifest["files"])
+    assert {"report.md", "report.png", "report.json", "known_model.json", "catalog.json"} <= set(manifest["files"])
     assert set(manifest["metrics"]) == {"stratified", "cold-users", "cold-items", "last-out"}
-    assert manifest["config"]["als"]["factors"] == 16
+    assert manifest["config"]["als"]["factors"] == 16  # pinned by the config file, never searched
+    assert manifest["config"]["model"]["family"] in ("als", "ease", "rp3beta", "itemknn")
+    assert manifest["gate"]["passed"] is True
     assert not any(p.name.endswith(".pkl") for p in loaded.path.iterdir())
 
 
@@ -71,38 +88,56 @@ def test_models_beat_popularity_on_the_synthetic_mall(trained):
         assert metrics[protocol]["model"]["ndcg@10"] > metrics[protocol]["popularity"]["ndcg@10"], protocol
 
 
+def test_train_reports_every_trial_and_the_winner(trained):
+    artifacts, _ = trained
+    loaded = bundle.open_current(artifacts, "shop")
+    report = loaded.json("report")
+    known = report["tuning"]["known"]
+    assert len(known["trials"]) >= 4  # at least the config's own values of every family
+    assert {t["family"] for t in known["trials"]} >= {"als", "ease", "rp3beta", "itemknn"}
+    complete = [t for t in known["trials"] if t["state"] == "complete"]
+    assert known["value"] == max(t["value"] for t in complete)
+    assert loaded.manifest["config"]["model"]["family"] == known["family"]
+    assert all(t["params"]["als.factors"] == 16 for t in known["trials"] if t["family"] == "als")  # pinned
+    markdown = (loaded.path / "report.md").read_text()
+    assert "## Tuning" in markdown and f"**Winner: {known['family']}**" in markdown and "## Publish gate" in markdown
+    assert report["tuning"]["cold"]["settings"]["coldstart.hybrid_weight"] is not None
+
+
 def test_each_kind_of_user_gets_its_path(trained, mall):
     artifacts, _ = trained
-    models = TrainedModels.load(bundle.open_current(artifacts, "shop"))
+    app = served(artifacts)
+    models = app.models
     known = models.users.ids[0]
-    ranked = recommend_user(models, known, [], 10)
-    assert ranked.strategy == "als" and len(ranked.item_ids) == 10
+    page = home_feed(app, known, None, DEFAULTS["home"], n=10)
+    assert page.strategy == models.known.family and len(page.items) == 10
     history = {models.items.ids[i] for i in models.user_items[models.users.get(known)].indices}
-    assert not history & set(ranked.item_ids)
+    assert not history & {i.item_id for i in page.items}
     data = load_data_folder(mall)
     newcomer = data.platform_profiles[~data.platform_profiles["user_id"].isin(models.users.index)].iloc[0]
-    keys = profile_keys(None, newcomer.to_dict(), {"basic": ("age_band", "gender", "occupation")})
-    assert recommend_user(models, newcomer["user_id"], keys, 10).strategy == "hybrid"
-    assert recommend_user(models, "nobody", [], 10).strategy == "popularity"
-    related = related_items(models, ranked.item_ids[0], 5)
-    assert len(related.item_ids) == 5 and ranked.item_ids[0] not in related.item_ids
+    assert home_feed(app, newcomer["user_id"], platform_state(newcomer.to_dict()), DEFAULTS["home"], n=10).strategy \
+        == "hybrid"
+    assert home_feed(app, "nobody", None, DEFAULTS["home"], n=10).strategy == "popularity"
+    anchor = page.items[0].item_id
+    related = related_shelf(app, anchor, None, None, DEFAULTS["related"], n=5)
+    assert len(related.items) == 5 and anchor not in {i.item_id for i in related.items}
 
 
 def test_first_visit_recommendations_follow_the_platform_interests(trained, mall):
     """Ground truth: hybrid picks for profile-only users land in their true interest categories."""
     artifacts, _ = trained
-    models = TrainedModels.load(bundle.open_current(artifacts, "shop"))
+    app = served(artifacts)
     data = load_data_folder(mall)
     truth = pd.read_parquet(mall / "ground_truth.parquet").set_index("user_id")
-    top_category = models.catalog.set_index("item_id")["category"].str.split("/").str[0]
+    top_category = app.models.catalog.set_index("item_id")["category"].str.split("/").str[0]
     platform = data.platform_profiles
     consented = platform[platform["consent"].str.contains("interests")].head(150)
-    scopes = {"basic": ("age_band", "gender", "occupation"), "interests": ("interests",)}
     hybrid_hits, popular_hits = [], []
-    popular = recommend_user(models, None, [], 10).item_ids
+    rules = DEFAULTS["home"]
+    popular = [i.item_id for i in home_feed(app, None, None, rules, n=10).items]
     for row in consented.to_dict("records"):
         interests = set(truth.loc[row["user_id"], "interests"].split("|"))
-        picks = recommend_user(models, None, profile_keys(None, row, scopes), 10).item_ids
+        picks = [i.item_id for i in home_feed(app, "visitor", platform_state(row), rules, n=10).items]
         hybrid_hits.append(np.mean([top_category[i] in interests for i in picks]))
         popular_hits.append(np.mean([top_category[i] in interests for i in popular]))
     assert np.mean(hybrid_hits) > 1.5 * np.mean(popular_hits)
@@ -142,6 +177,7 @@ def test_evaluate_writes_the_json_contract(mall, tmp_path, capsys):
     keys = {"ndcg@10", "precision@10", "recall@10", "map@10", "hr@10", "coverage"}
     assert set(report["model"]) == keys and set(report["popularity"]) == keys
     assert report["protocol"] == "cold-users" and report["n_users"] > 0
+    assert report["tuning"]["cold"]["trials"]  # tuned on the training side of the split
     assert "ndcg@10" in capsys.readouterr().out
 
 
@@ -169,7 +205,7 @@ def test_bad_config_is_refused(mall, tmp_path, capsys):
 
 
 def test_config_values_are_checked(tmp_path):
-    from offline_training.config import ConfigError, load_config
+    from recsys.config import ConfigError, load_config
     config = tmp_path / "bad.toml"
     config.write_text('[als]\nweighting = "magic"\n[evaluate]\nprotocols = ["random"]\n[events.weights]\nlike = 1.0\n')
     with pytest.raises(ConfigError) as info:
@@ -178,17 +214,29 @@ def test_config_values_are_checked(tmp_path):
     assert "als.weighting" in message and "evaluate.protocols" in message and "unknown event types ['like']" in message
 
 
-def test_printed_defaults_are_a_valid_config(tmp_path, capsys):
-    from offline_training.config import TrainConfig, load_config
+def test_printed_defaults_are_a_valid_config_that_pins_nothing(tmp_path, capsys):
+    """The printed config is the defaults, commented out: copied as is it pins nothing; every line
+    uncommented gives the same values, all pinned."""
+    from recsys.config import TrainConfig, load_config
     assert main(["train", "--print-config"]) == 0
+    text = capsys.readouterr().out
     path = tmp_path / "defaults.toml"
-    path.write_text(capsys.readouterr().out)
-    assert load_config(path).to_dict() == TrainConfig().to_dict()
+    path.write_text(text)
+    assert load_config(path).to_dict() == TrainConfig().to_dict() and not load_config(path).pinned
+    import re
+    setting = re.compile(r'^# ("[^"]+"|\w+) = ')
+    uncommented = "\n".join(line[2:] if setting.match(line) else line for line in text.splitlines())
+    path.write_text(uncommented)
+    everything = load_config(path)
+    assert everything.to_dict() == TrainConfig().to_dict()
+    assert {"als.factors", "ease.l2", "model.family", "tuning.budget_seconds"} <= everything.pinned
 
 
+@pytest.mark.parametrize("stage", ["tuning", "writing"])
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
-def test_interrupted_training_publishes_nothing(trained, mall, tmp_path, sig):
-    """Stop a real `minirec train` process midway: no new version, `current` untouched."""
+def test_interrupted_training_publishes_nothing(trained, mall, tmp_path, sig, stage):
+    """Stop a real `minirec train` process while it tunes or writes its bundle: no new version,
+    `current` untouched."""
     import os
     import signal
     import subprocess
@@ -204,12 +252,18 @@ def test_interrupted_training_publishes_nothing(trained, mall, tmp_path, sig):
         proc = subprocess.Popen([sys.executable, "-m", "minirec.cli", "train", "--data", str(mall), "--out",
                                  str(artifacts), "--app", "shop", "--no-eval", "--config", str(config)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=err)
+    def reached() -> bool:
+        if stage == "tuning":
+            return "tuning the known-user model" in log.read_text()
+        return any(p.name.startswith(".staging-") for p in (artifacts / "shop").iterdir())
+
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(p.name.startswith(".staging-")
-                                                  for p in (artifacts / "shop").iterdir()):
+    while time.monotonic() < deadline and not reached():
         if proc.poll() is not None:
             pytest.fail(f"training ended before it could be interrupted: {log.read_text()[-500:]}")
         time.sleep(0.01)
+    if stage == "tuning":
+        time.sleep(1.0)  # into the search itself
     proc.send_signal(getattr(signal, sig))
     proc.wait(timeout=60)
     assert proc.returncode != 0

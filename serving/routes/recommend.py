@@ -5,15 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-import numpy as np
 import orjson
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from features.store import UserState
+from recsys.recommend import Page, exclusive_feed, home_feed, related_shelf
+from recsys.user_state import UserState
 from serving.context import ServingContext
 from serving.deps import App
-from serving.pipeline import Item, rank, related_scored, score_user
 from serving.registry import LoadedApp
 from serving.schemas import RecommendationOut
 
@@ -36,13 +35,13 @@ def user_state(ctx: ServingContext, app_id: str, user_id: str | None) -> tuple[U
     return ctx.gate.try_run(lambda: ctx.stores[app_id].user_state(user_id))
 
 
-def respond(loaded: LoadedApp, items: list[Item], strategy: str, degraded: bool, note: str | None) -> Response:
+def respond(loaded: LoadedApp, page: Page, degraded: bool) -> Response:
     """The RecommendationOut document, built directly with orjson: re-validating our own output
     through the response model costs about a millisecond per request; the route declares the model
     for the docs."""
     return Response(orjson.dumps({"request_id": uuid.uuid4().hex, "model_version": loaded.version,
-                                  "strategy": strategy, "degraded": degraded, "note": note,
-                                  "items": [vars(i) for i in items]}), media_type="application/json")
+                                  "strategy": page.strategy, "degraded": degraded, "note": page.note,
+                                  "items": [vars(i) for i in page.items]}), media_type="application/json")
 
 
 @router.get("/home", response_model=RecommendationOut, summary="Personalized home feed")
@@ -51,34 +50,20 @@ async def home(app: App, user_id: UserId = None, n: N = 20, offset: Offset = 0,
                ) -> Response:
     state, degraded = user_state(app.ctx, app.app_id, user_id)
     rules = app.ctx.config.apps[app.app_id].scenes["home"]
-    items, strategy, note = rank(app.loaded, user_id, state, rules, n=n, offset=offset, category=category)
-    return respond(app.loaded, items, strategy, degraded, note)
+    page = home_feed(app.loaded, user_id, state, rules, n=n, offset=offset, category=category)
+    return respond(app.loaded, page, degraded)
 
 
 @router.get("/exclusive", response_model=RecommendationOut, summary="Member-only items the user may see")
 async def exclusive(app: App, user_id: UserId = None, n: N = 20, offset: Offset = 0) -> Response:
     state, degraded = user_state(app.ctx, app.app_id, user_id)
     rules = app.ctx.config.apps[app.app_id].scenes["exclusive"]
-    items, strategy, note = rank(app.loaded, user_id, state, rules, n=n, offset=offset, only_restricted=True)
-    if not items and note is None:
-        note = "no member-only items this user is eligible for"
-    return respond(app.loaded, items, strategy, degraded, note)
+    return respond(app.loaded, exclusive_feed(app.loaded, user_id, state, rules, n=n, offset=offset), degraded)
 
 
 @router.get("/related/{item_id}", response_model=RecommendationOut, summary="Related items for a detail page")
 async def related(app: App, item_id: str, user_id: UserId = None, n: N = 10, offset: Offset = 0) -> Response:
-    loaded = app.loaded
     state, degraded = user_state(app.ctx, app.app_id, user_id)
     rules = app.ctx.config.apps[app.app_id].scenes["related"]
-    user = score_user(loaded, user_id, state) if user_id else None
-    scored = related_scored(loaded, item_id, user)
-    note = None
-    if scored is None:  # unknown item: the user's own feed is the best shelf we have
-        scored = user or score_user(loaded, None, None)
-        note = f"unknown item {item_id!r}: showing the home feed instead"
-    anchor = loaded.models.items.get(item_id)
-    exclude = np.array([anchor]) if anchor is not None else None
-    items, strategy, rank_note = rank(loaded, user_id, state, rules, n=n, offset=offset, scored=scored,
-                                      exclude=exclude)
-    items = [i for i in items if i.item_id != item_id]
-    return respond(loaded, items, strategy, degraded, note or rank_note)
+    page = related_shelf(app.loaded, item_id, user_id, state, rules, n=n, offset=offset)
+    return respond(app.loaded, page, degraded)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from features.store import UserState
+from recsys.user_state import UserState
 from recsys.profiles import profile_keys
 from search.discovery import UserSignals, discover, shading, user_signals
 from search.hot import hot_list

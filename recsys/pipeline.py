@@ -1,11 +1,17 @@
-"""Request-time ranking: candidates → scores → rules → diversity → page, with a reason per item.
+"""The ranking pipeline: candidates → scores → rules → diversity → page, with a reason per item.
 
-Scoring paths (the response's `strategy`):
-- `als`: the user is in the ALS model and has no newer events;
-- `als+recent`: ALS user whose recent events (Redis) are folded into a fresh vector;
-- `recent`: a user unknown to ALS with events since training, folded in the same way;
-- `hybrid`: no events, but a merchant or platform profile: LightFM + segment popularity;
-- `popularity`: nothing known.
+The server ranks every feed through it, and offline evaluation and `minirec demo` rank through it
+too, so what evaluation measures is what the API serves.
+
+Scoring paths (the response's `strategy`; `<model>` is the bundle's known-user family: als, ease,
+rp3beta or itemknn):
+- `<model>`: the user is in the model and has no newer events;
+- `<model>+recent`: a trained user whose recent events (Redis) are folded in (ALS: a fresh vector;
+  item-item models: history × W);
+- `recent`: a user unknown to the model with events since training, folded in the same way;
+- `hybrid`: no events, but a merchant or platform profile: LightFM + profile-neighbour popularity;
+- `popularity`: nothing known, or a bundle whose personalized models did not beat popularity on
+  validation (then the note says so).
 Scores of a path are z-scored over the catalog so that rules (fatigue, boosts) work in the same
 units for every path, and items published after training are scored by the hybrid and mapped into
 those units.
@@ -20,12 +26,12 @@ from typing import TypeVar
 
 import numpy as np
 
-from features.store import UserState
+from recsys.user_state import UserState
 from recsys.models import zscore
 from recsys.profiles import profile_keys
-from serving.catalog import ServingCatalog
-from serving.registry import LoadedApp
-from serving.scenes import SceneRules
+from recsys.catalog import ServingCatalog
+from recsys.rules import SceneRules
+from recsys.served import ServedModels
 
 T = TypeVar("T")
 _VERBS = {"view": "viewed", "click": "viewed", "favorite": "saved", "cart": "added to cart",
@@ -44,6 +50,8 @@ class Scored:
     profile_keys: list[str] = field(default_factory=list)
     #: Title of the item a related shelf is for.
     anchor_title: str | None = None
+    #: Why this path was taken when it is not the obvious one (shown as the response's note).
+    note: str | None = None
 
 
 @dataclass
@@ -56,7 +64,7 @@ class Item:
     price: float
 
 
-def _recent_items(app: LoadedApp, state: UserState | None) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+def _recent_items(app: ServedModels, state: UserState | None) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """Catalog indices and confidences of the user's recent events (newest first)."""
     if state is None or not state.recent:
         return np.zeros(0, dtype=np.int64), np.zeros(0), []
@@ -72,34 +80,33 @@ def _recent_items(app: LoadedApp, state: UserState | None) -> tuple[np.ndarray, 
     return np.array(idx, dtype=np.int64), np.array(conf, dtype=np.float64), seen
 
 
-def score_user(app: LoadedApp, user_id: str | None, state: UserState | None) -> Scored:
+def score_user(app: ServedModels, user_id: str | None, state: UserState | None) -> Scored:
     """Pick the scoring path for this user and score every item."""
     models = app.models
     user = models.users.get(user_id) if user_id else None
     recent_idx, recent_conf, recent_seen = _recent_items(app, state)
     keys = profile_keys(state.merchant_profile, state.platform_profile, app.scopes) if state else []
-    als = models.als
-    if als is not None and (user is not None or len(recent_idx)):
+    known = models.known
+    personal = known is not None and known.family != "popularity"
+    if personal and (user is not None or len(recent_idx)):
         past, past_conf = models.history(user) if user is not None else (np.zeros(0, dtype=np.int64), np.zeros(0))
-        idx = np.concatenate([past, recent_idx])
-        conf = np.concatenate([past_conf, recent_conf])
         if len(recent_idx):
-            vector = als.fold_in(idx, conf)
-            strategy = "als+recent" if user is not None else "recent"
+            scores = known.history_scores(np.concatenate([past, recent_idx]), np.concatenate([past_conf, recent_conf]))
+            strategy = f"{known.family}+recent" if user is not None else "recent"
         else:
-            vector = als.user_factors[user]
-            strategy = "als"
-        scores = als.item_factors @ vector
+            scores = known.user_scores(np.array([user]), models.user_items)[0]
+            strategy = known.family
         seen = recent_seen + [(i, "view") for i in past[:50].tolist()]
-        catalog = zscore(scores)
-        new = _new_item_scores(app, keys)
-        return Scored(catalog, new, strategy, seen, keys)
+        return Scored(zscore(scores), _new_item_scores(app, keys), strategy, seen, keys)
     if keys:
         return Scored(models.first_visit_scores(keys), _new_item_scores(app, keys), "hybrid", [], keys)
-    return Scored(app.popularity_z, _new_item_scores(app, []), "popularity")
+    note = None
+    if known is not None and not personal and (user is not None or len(recent_idx)):
+        note = getattr(known, "reason", None) or None  # a known user served popularity on purpose
+    return Scored(app.popularity_z, _new_item_scores(app, []), "popularity", note=note)
 
 
-def _new_item_scores(app: LoadedApp, keys: list[str]) -> np.ndarray:
+def _new_item_scores(app: ServedModels, keys: list[str]) -> np.ndarray:
     """Hybrid scores of items published after training, in z units of the hybrid's catalog scores."""
     new = app.catalog.new
     hybrid = app.models.hybrid
@@ -111,21 +118,24 @@ def _new_item_scores(app: LoadedApp, keys: list[str]) -> np.ndarray:
     return (fresh - mean) / max(std, 1e-9)
 
 
-def _anchors(scored: Scored, indices: list[int], factors_unit: np.ndarray | None) -> dict[int, tuple[int, str]]:
-    """For each item, the history item most similar to it (one matrix product for the whole page)."""
-    if not indices or not scored.history or factors_unit is None or scored.strategy not in ("als", "als+recent", "recent"):
+def _anchors(app: ServedModels, scored: Scored, indices: list[int]) -> dict[int, tuple[int, str]]:
+    """For each item, the history item closest to it in the model's eyes (one call for the whole page)."""
+    known = app.models.known
+    if not indices or not scored.history or known is None or scored.strategy in ("hybrid", "popularity"):
         return {}
     hist = np.array([i for i, _ in scored.history[:50]])
-    best = np.argmax(factors_unit[indices] @ factors_unit[hist].T, axis=1)
-    return {index: scored.history[int(b)] for index, b in zip(indices, best)}
+    affinity = known.item_affinity(np.array(indices), hist)
+    best = np.argmax(affinity, axis=1)
+    has = affinity[np.arange(len(indices)), best] > 0
+    return {index: scored.history[int(b)] for index, b, ok in zip(indices, best, has) if ok}
 
 
-def _reasons(app: LoadedApp, scored: Scored, indices: list[int]) -> list[str]:
+def _reasons(app: ServedModels, scored: Scored, indices: list[int]) -> list[str]:
     """The reason for each catalog item of a page."""
     cat = app.catalog
     if scored.anchor_title is not None:
         return [f"related to {scored.anchor_title}"] * len(indices)
-    anchors = _anchors(scored, indices, app.item_factors_unit)
+    anchors = _anchors(app, scored, indices)
     segments: list[str | None] = [None] * len(indices)
     if scored.strategy == "hybrid" and scored.profile_keys:
         segments = app.models.popularity.top_segment_keys(scored.profile_keys, np.array(indices, dtype=np.int64))
@@ -150,7 +160,7 @@ def describe_segment(key: str) -> str:
     return f"for your {column.replace('_', ' ')} ({value})"
 
 
-def rank(app: LoadedApp, user_id: str | None, state: UserState | None, rules: SceneRules, *, n: int,
+def rank(app: ServedModels, user_id: str | None, state: UserState | None, rules: SceneRules, *, n: int,
          offset: int, category: str | None = None, only_restricted: bool = False,
          scored: Scored | None = None, exclude: np.ndarray | None = None) -> tuple[list[Item], str, str | None]:
     """The page [offset, offset+n) of the ranked feed; returns (items, strategy, note)."""
@@ -174,14 +184,19 @@ def rank(app: LoadedApp, user_id: str | None, state: UserState | None, rules: Sc
     if exclude is not None:
         allowed[exclude] = False
     user = app.models.users.get(user_id) if user_id else None
-    if rules.exclude_purchased:
-        if state is not None:
-            for item_id in state.purchased:
-                i = app.models.items.get(item_id)
-                if i is not None:
-                    allowed[i] = False
+    if rules.exclude_purchased and state is not None:
+        for item_id in state.purchased:
+            i = app.models.items.get(item_id)
+            if i is not None:
+                allowed[i] = False
+    if rules.exclude_seen:
         if user is not None:
             allowed[app.models.history(user)[0]] = False
+        weights = app.event_weights
+        for item_id, event, _ts in state.recent if state is not None else ():
+            i = app.models.items.get(item_id)
+            if i is not None and weights.get(event, 0.0) > 0:
+                allowed[i] = False
     if rules.fatigue_impressions and state is not None:
         for item_id, count in state.shown.items():
             i = app.models.items.get(item_id)
@@ -219,10 +234,10 @@ def rank(app: LoadedApp, user_id: str | None, state: UserState | None, rules: Sc
                               str(row["title"]), str(row["category"]), float(row["price"] or 0)))
         else:
             items.append(_catalog_item(app, index, score, next(reasons)))
-    return items, scored.strategy, note
+    return items, scored.strategy, note or scored.note
 
 
-def _catalog_item(app: LoadedApp, index: int, score: float, reason: str) -> Item:
+def _catalog_item(app: ServedModels, index: int, score: float, reason: str) -> Item:
     cat = app.catalog
     return Item(cat.ids[index], round(score, 4), reason, cat.titles[index], cat.categories[index],
                 float(cat.prices[index]))
@@ -293,7 +308,7 @@ def diverse_order(candidates: Sequence[T], keys: Callable[[T], tuple[str, str]],
     return out[:want]
 
 
-def related_scored(app: LoadedApp, item_id: str, user: Scored | None, user_weight: float = 0.5) -> Scored | None:
+def related_scored(app: ServedModels, item_id: str, user: Scored | None, user_weight: float = 0.5) -> Scored | None:
     """Scores for the related shelf of `item_id`: its neighbours, re-ranked for the user if given.
 
     Trained items use the bundle's neighbours; an item published after training uses content

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from offline_training.schema import CATEGORY_SEP, ITEMS, LIST_SEP
+from recsys.schema import CATEGORY_SEP, ITEMS, LIST_SEP
 from recsys.item_features import catalog_tokenizer, category_levels, content_keys, content_matrix
 from recsys.models import TrainedModels
 from search.tokenizer import Tokenizer

@@ -73,7 +73,7 @@ INTERACTIONS = Table(
     name="interactions",
     doc="What users did with items.",
     columns=(
-        Column("user_id", "str", True, "User id (the app's own id of the user)."),
+        Column("user_id", "str", True, "User id: the platform-wide id the super-app passes to every mini-program."),
         Column("item_id", "str", True, "Item id; must exist in `items`."),
         Column("event", "event", True, "One of " + ", ".join(EVENT_TYPES) + "."),
         Column("ts", "ts", True, "When: Unix seconds or ISO 8601 (`2026-11-01T12:30:00Z`)."),
@@ -87,7 +87,7 @@ MERCHANT_PROFILES = Table(
     key=("user_id",),
     open_columns=True,
     required=False,
-    columns=(Column("user_id", "str", True, "User id, unique."),),
+    columns=(Column("user_id", "str", True, "User id (platform-wide), unique."),),
 )
 
 PLATFORM_PROFILES = Table(
@@ -101,7 +101,7 @@ PLATFORM_PROFILES = Table(
     open_columns=True,
     required=False,
     columns=(
-        Column("user_id", "str", True, "User id, unique."),
+        Column("user_id", "str", True, "User id (platform-wide), unique."),
         Column("consent", "str", True, "Consent scopes the user granted, separated by `|` (e.g. `basic|interests`)."),
     ),
 )

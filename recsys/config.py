@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 
+#: Offline evaluation protocols (offline_training/splits.py implements them).
+PROTOCOLS = ("stratified", "last-out", "cold-users", "cold-items", "fold-in")
+
+
 def doc(default: Any, text: str) -> Any:
     """A dataclass field with its documentation (printed by `minirec train --print-config`)."""
     if isinstance(default, (dict, list)):
@@ -34,11 +38,19 @@ class EventsConfig:
 
 
 @dataclass
-class ALSConfig:
-    """implicit's AlternatingLeastSquares for users and items seen in training.
+class ModelConfig:
+    """The model for users seen in training: a family, or "auto" to let tuning choose on the data."""
 
-    Defaults tuned on the synthetic mall (README, "Quality"): strong regularization matters most;
-    BM25 weighting keeps NDCG and doubles catalog coverage there."""
+    family: str = doc("auto", '"auto" (tuning picks the family and its settings on a validation split; without '
+                              'tuning, als), "als", "ease", "rp3beta", "itemknn" or "popularity".')
+
+
+@dataclass
+class ALSConfig:
+    """implicit's AlternatingLeastSquares (matrix factorization of the confidences).
+
+    These values are the starting point of tuning and what `--no-tune` trains; a value set in a
+    config file is pinned (tuning leaves it alone)."""
 
     factors: int = doc(64, "Latent factors.")
     regularization: float = doc(10.0, "L2 regularization (implicit's default 0.01 overfits badly here).")
@@ -48,6 +60,55 @@ class ALSConfig:
     bm25_k1: float = doc(3.0, "BM25 K1 of the weighting.")
     bm25_b: float = doc(0.75, "BM25 B of the weighting.")
     random_state: int = doc(0, "Seed of the factor initialization.")
+
+
+@dataclass
+class EASEConfig:
+    """EASE (Steck 2019): closed-form item-item regression; needs a dense n_items² solve."""
+
+    l2: float = doc(500.0, "L2 regularization λ of the regression.")
+    neighbours: int = doc(500, "Weights kept per item (the strongest); the rest are dropped for serving.")
+    max_memory_mb: float = doc(2048.0, "EASE is a candidate only if its solve (2 × n_items² × 8 bytes) fits this; "
+                                       "2048 MB allows about 11,500 items.")
+
+
+@dataclass
+class RP3BetaConfig:
+    """RP3beta (Paudel et al. 2017): random walk item → user → item with a popularity penalty."""
+
+    alpha: float = doc(1.0, "Exponent of the transition probabilities.")
+    beta: float = doc(0.5, "Popularity penalty: the arrival item's degree to the power -beta.")
+    neighbours: int = doc(200, "Weights kept per item.")
+
+
+@dataclass
+class ItemKNNConfig:
+    """implicit's item-item nearest neighbours over the confidences."""
+
+    similarity: str = doc("bm25", 'Similarity: "cosine", "bm25" or "tfidf".')
+    neighbours: int = doc(200, "Neighbours kept per item.")
+
+
+@dataclass
+class TuningConfig:
+    """The search `minirec train` and `minirec evaluate` run on a validation split of the training side."""
+
+    enabled: bool = doc(True, "Search family and settings (false: train the config as written, like --no-tune).")
+    budget_seconds: float = doc(60.0, "Time for the search, plus budget_seconds_per_million per million interactions.")
+    budget_seconds_per_million: float = doc(120.0, "Extra search time per million interactions (a trial costs more "
+                                                   "on more data).")
+    max_trials: int = doc(300, "Stop after this many trials even if time is left.")
+    validation_share: float = doc(0.1, "Share of each user's positive pairs held out for validation (at least one "
+                                       "of users with two or more): small, so that trials learn from nearly as "
+                                       "much as the final model.")
+    max_validation_users: int = doc(5000, "Validate on at most this many users (a seeded sample) to bound trial time.")
+    min_validation_users: int = doc(50, "Below this many users with at least two positive pairs, tuning is skipped.")
+    cold_share: float = doc(0.25, "Share of the budget for the first-visit settings (hybrid weight, kernel fields).")
+    cold_folds: int = doc(3, "Disjoint sets of held-out users the first-visit settings are judged on (as time "
+                             "allows: each needs its own hybrid fit).")
+    seed: int = doc(0, "Seed of the validation split and of the sampler.")
+    publish_tolerance: float = doc(0.02, "Publish gate: the new bundle may be at most this much worse (relative "
+                                         "NDCG) than the published one on the same validation split.")
 
 
 @dataclass
@@ -103,6 +164,8 @@ class EvaluateConfig:
     protocols: list[str] = doc(["stratified", "cold-users"], "Protocols to run ([] to skip).")
     k: int = doc(10, "Cut-off of the metrics.")
     seed: int = doc(0, "Seed of the splits.")
+    max_users: int = doc(20000, "Rank at most this many test users (a seeded sample): each goes through the "
+                                "serving pipeline, about a millisecond or two apiece.")
 
 
 @dataclass
@@ -117,7 +180,12 @@ class PlatformConfig:
 @dataclass
 class TrainConfig:
     events: EventsConfig = field(default_factory=EventsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     als: ALSConfig = field(default_factory=ALSConfig)
+    ease: EASEConfig = field(default_factory=EASEConfig)
+    rp3beta: RP3BetaConfig = field(default_factory=RP3BetaConfig)
+    itemknn: ItemKNNConfig = field(default_factory=ItemKNNConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     coldstart: ColdStartConfig = field(default_factory=ColdStartConfig)
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
@@ -125,8 +193,27 @@ class TrainConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     platform: PlatformConfig = field(default_factory=PlatformConfig)
 
+    def __post_init__(self) -> None:
+        #: "section.key" of every value a config file set explicitly: tuning leaves these alone.
+        self.pinned: set[str] = set()
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def get(self, path: str) -> Any:
+        """The value at "section.key"."""
+        section, key = path.split(".", 1)
+        return getattr(getattr(self, section), key)
+
+    def set(self, path: str, value: Any) -> None:
+        section, key = path.split(".", 1)
+        setattr(getattr(self, section), key, value)
+
+    def copy(self) -> "TrainConfig":
+        """A deep copy that keeps the pinned keys."""
+        clone = copy.deepcopy(self)
+        clone.pinned = set(self.pinned)
+        return clone
 
     def scope_map(self) -> dict[str, tuple[str, ...]]:
         return {scope: tuple(cols) for scope, cols in self.platform.scopes.items()}
@@ -136,16 +223,18 @@ class ConfigError(ValueError):
     """A config file is unreadable or has unknown keys or wrong types."""
 
 
-def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
+def _merge(obj: Any, values: dict[str, Any], where: str, pinned: set[str] | None = None, path: str = "") -> None:
     known = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in values.items():
         if key not in known:
             raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(known))})")
         current = getattr(obj, key)
+        if pinned is not None and path and not (isinstance(value, dict) and not value):
+            pinned.add(f"{path}.{key}")  # an empty table (a header left uncommented) pins nothing
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}.{key}: expected a table")
-            _merge(current, value, f"{where}.{key}")
+            _merge(current, value, f"{where}.{key}", pinned, key if not path else f"{path}.{key}")
         elif isinstance(current, dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}.{key}: expected a table")
@@ -160,8 +249,7 @@ def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
 
 def check_config(config: TrainConfig, where: str = "config") -> TrainConfig:
     """Reject values that would fail (or silently misbehave) deep inside training."""
-    from offline_training.schema import EVENT_TYPES
-    from offline_training.splits import PROTOCOLS
+    from recsys.schema import EVENT_TYPES
 
     problems = []
     unknown_events = set(config.events.weights) - set(EVENT_TYPES)
@@ -171,6 +259,27 @@ def check_config(config: TrainConfig, where: str = "config") -> TrainConfig:
         problems.append("events.weights: weights must be >= 0")
     if config.als.weighting not in ("bm25", "tfidf", "none"):
         problems.append(f"als.weighting: {config.als.weighting!r} is not bm25, tfidf or none")
+    families = ("auto", "als", "ease", "rp3beta", "itemknn", "popularity")
+    if config.model.family not in families:
+        problems.append(f"model.family: {config.model.family!r} is not one of {', '.join(families)}")
+    if config.itemknn.similarity not in ("cosine", "bm25", "tfidf"):
+        problems.append(f"itemknn.similarity: {config.itemknn.similarity!r} is not cosine, bm25 or tfidf")
+    for name, value in (("ease.l2", config.ease.l2), ("als.regularization", config.als.regularization),
+                        ("als.alpha", config.als.alpha), ("rp3beta.alpha", config.rp3beta.alpha),
+                        ("ease.max_memory_mb", config.ease.max_memory_mb)):
+        if not value > 0:
+            problems.append(f"{name}: must be greater than 0")
+    for name, value in (("rp3beta.beta", config.rp3beta.beta), ("tuning.budget_seconds", config.tuning.budget_seconds),
+                        ("tuning.budget_seconds_per_million", config.tuning.budget_seconds_per_million),
+                        ("tuning.publish_tolerance", config.tuning.publish_tolerance),
+                        ("events.half_life_days", config.events.half_life_days),
+                        ("popularity.half_life_days", config.popularity.half_life_days)):
+        if not value >= 0:
+            problems.append(f"{name}: must be at least 0")
+    for name, value in (("tuning.validation_share", config.tuning.validation_share),
+                        ("tuning.cold_share", config.tuning.cold_share)):
+        if not 0.0 < value < 1.0:
+            problems.append(f"{name}: {value} is not between 0 and 1 (exclusive)")
     if config.hybrid.loss not in ("warp", "bpr", "warp-kos", "logistic"):
         problems.append(f"hybrid.loss: {config.hybrid.loss!r} is not warp, bpr, warp-kos or logistic")
     for name, value in (("coldstart.hybrid_weight", config.coldstart.hybrid_weight),
@@ -179,7 +288,13 @@ def check_config(config: TrainConfig, where: str = "config") -> TrainConfig:
             problems.append(f"{name}: {value} is not between 0 and 1")
     for name, value in (("als.factors", config.als.factors), ("als.iterations", config.als.iterations),
                         ("hybrid.no_components", config.hybrid.no_components), ("hybrid.epochs", config.hybrid.epochs),
-                        ("related.neighbours", config.related.neighbours), ("evaluate.k", config.evaluate.k)):
+                        ("related.neighbours", config.related.neighbours), ("evaluate.k", config.evaluate.k),
+                        ("ease.neighbours", config.ease.neighbours), ("rp3beta.neighbours", config.rp3beta.neighbours),
+                        ("itemknn.neighbours", config.itemknn.neighbours), ("tuning.max_trials", config.tuning.max_trials),
+                        ("tuning.max_validation_users", config.tuning.max_validation_users),
+                        ("tuning.min_validation_users", config.tuning.min_validation_users),
+                        ("tuning.cold_folds", config.tuning.cold_folds),
+                        ("evaluate.max_users", config.evaluate.max_users)):
         if value < 1:
             problems.append(f"{name}: must be at least 1")
     bad_protocols = [p for p in config.evaluate.protocols if p not in PROTOCOLS]
@@ -199,14 +314,18 @@ def load_config(path: str | Path | None) -> TrainConfig:
         values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    _merge(config, values, str(path))
+    _merge(config, values, str(path), config.pinned)
     return check_config(config, str(path))
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
-    """Rebuild a config from a manifest's `config` (serving reads it back)."""
+    """Rebuild a config from a manifest's `config` (serving and the publish gate read it back).
+
+    Bundles of format 1 had no `[model]` section: they served ALS."""
     config = TrainConfig()
     _merge(config, values, "manifest.config")
+    if "model" not in values:
+        config.model.family = "als"
     return config
 
 
@@ -223,6 +342,8 @@ def defaults_toml() -> str:
             return "[" + ", ".join(fmt(v) for v in value) + "]"
         return repr(value)
 
+    lines += ["# minirec training config. Every value below is the default, commented out: a line you",
+              "# uncomment pins that value, and tuning (section [tuning]) searches only what is not pinned.", ""]
     for section in dataclasses.fields(TrainConfig):
         obj = getattr(TrainConfig(), section.name)
         summary = (type(obj).__doc__ or "").strip().splitlines()[0]
@@ -233,9 +354,9 @@ def defaults_toml() -> str:
             if isinstance(value, dict):
                 tables.append((f, value))
                 continue
-            lines += [f"# {f.metadata.get('doc', '')}", f"{f.name} = {fmt(value)}"]
+            lines += [f"# {f.metadata.get('doc', '')}", f"# {f.name} = {fmt(value)}"]
         for f, value in tables:
             lines += ["", f"# {f.metadata.get('doc', '')}", f"[{section.name}.{f.name}]"]
-            lines += [f'"{k}" = {fmt(v)}' for k, v in value.items()]
+            lines += [f'# "{k}" = {fmt(v)}' for k, v in value.items()]
         lines.append("")
     return "\n".join(lines)
