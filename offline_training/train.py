@@ -89,12 +89,18 @@ def train(data_dir: str | os.PathLike, artifacts: str | os.PathLike, app: str, *
     warm_frame = _training_side(data, cfg, warm_protocol, warm_protocol in protocols)
     validation_protocol = "last-out" if warm_protocol == "last-out" else "stratified"
     if do_tune:
-        _log("tuning the known-user model …", quiet)
+        # one budget for both searches, a `cold_share` of it for first visits when there are profiles
+        budget = tuning_budget(cfg, len(data.interactions))
+        has_profiles = not (data.merchant_profiles.empty and data.platform_profiles.empty)
+        cold_budget = budget * cfg.tuning.cold_share if has_profiles else 0.0
+        _log(f"tuning the known-user model ({budget - cold_budget:.0f} s) …", quiet)
         cfg, outcome = evaluation.tune(data, warm_frame, cfg, cold=False, validation_protocol=validation_protocol,
-                            progress=progress)
+                                       budget_seconds=budget - cold_budget, progress=progress)
         cold_frame = _training_side(data, cfg, "cold-users", "cold-users" in protocols)
-        _log("tuning first visits …", quiet)
-        cfg, cold_outcome = evaluation.tune(data, cold_frame, cfg, warm=False, progress=progress)
+        if has_profiles:
+            _log(f"tuning first visits ({cold_budget:.0f} s) …", quiet)
+        cfg, cold_outcome = evaluation.tune(data, cold_frame, cfg, warm=False, budget_seconds=cold_budget,
+                                            progress=progress)
         outcome.cold, outcome.skipped = cold_outcome.cold, outcome.skipped + cold_outcome.skipped
         for reason in outcome.skipped:
             _log(f"tuning skipped: {reason}", quiet)
@@ -106,7 +112,7 @@ def train(data_dir: str | os.PathLike, artifacts: str | os.PathLike, app: str, *
         _log(f"evaluating ({protocol}) …", quiet)
         try:
             reports.append(evaluation.run_evaluation(data, cfg, protocol, cfg.evaluate.k, cfg.evaluate.seed,
-                                          progress=progress, tuning=False).report)
+                                                     progress=progress, tuning=False).report)
         except ValueError as exc:  # e.g. a protocol that finds nothing to test on this data
             reports.append({"protocol": protocol, "skipped": str(exc)})
     _log(f"training on all data ({known_family(cfg)}) …", quiet)
