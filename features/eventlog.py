@@ -63,7 +63,7 @@ def _make_dir(path: Path) -> None:
         return
     _make_dir(path.parent)
     try:
-        path.mkdir()
+        path.mkdir(mode=0o700)
     except FileExistsError:
         return
     _fsync_dir(path.parent)
@@ -142,7 +142,7 @@ class EventLog:
         _make_dir(path.parent)
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
         try:
-            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)  # user ids and queries: owner only
             created = True
         except FileExistsError:
             fd = os.open(path, flags)
@@ -153,9 +153,13 @@ class EventLog:
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 data = b"\n" + data  # end a torn line left by a crash, so it cannot absorb our first line
             view = memoryview(data)
-            while view:  # one write(2) in practice; a regular file writes short only when the disk is full
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            try:
+                while view:  # one write(2) in practice; a regular file writes short only when the disk is full
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, size)  # nothing half-written stays behind a failed batch
+                raise
             self.commits += 1
         finally:
             os.close(fd)  # also releases the lock

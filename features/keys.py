@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import re
 
+from recsys.bundle import RESERVED_APP_IDS
+
 PREFIX = "mr"
 #: Separator inside list entries of `recent` (ASCII unit separator: never part of an id in practice).
 FIELD_SEP = "\x1f"
 
 _APP_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_RESERVED_APPS = frozenset({"platform"})
+_RESERVED_APPS = RESERVED_APP_IDS
 
 
 def check_app(app: str) -> str:

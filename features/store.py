@@ -23,6 +23,8 @@ from features.decay import DROP_BELOW, INCREMENT_SCRIPT, MAX_SKEW_S, REBASE_EXPO
 from recsys.schema import ITEMS
 from recsys.user_state import UserState
 
+#: A claim still pending after this many seconds belongs to a request that died before logging.
+PENDING_TAKEOVER_S = 10.0
 #: Recent events kept per user (the history that folds into their feed); evaluation keeps as many.
 RECENT_MAX = 50
 #: Event types the API accepts: the interaction types of the data contract (but `rating`) + search.
@@ -93,6 +95,16 @@ class EventRecord:
                 raise ValueError(f"a {self.type} event needs an item_id")
             if not self.user_id:
                 raise ValueError(f"a {self.type} event needs a user_id")
+
+
+def _pending_since(value: str | None) -> float:
+    """When a pending claim was made; +inf for a done (or unreadable) one, which is never taken over."""
+    if value and value.startswith("pending:"):
+        try:
+            return float(value.split(":", 1)[1])
+        except ValueError:
+            return float("inf")
+    return float("inf")
 
 
 def _recent_entries(raw: list[str]) -> list[tuple[str, str, float]]:
@@ -230,38 +242,78 @@ class FeatureStore:
     # --- events ------------------------------------------------------------------------------
 
     def record(self, events: Sequence[EventRecord]) -> list[bool]:
-        """Apply a batch of events; per event True if newly applied, False if its event_id was seen.
+        """Claim and apply a batch of events; per event True if newly applied, False if its event_id
+        was seen (`claim`, then `apply` of the claimed ones)."""
+        claimed = self.claim(events)
+        self.apply([ev for ev, new in zip(events, claimed) if new])
+        return claimed
 
-        Two round trips: the first claims every event_id (SET NX EX, so a duplicate inside the batch
-        or from an earlier batch is caught) and looks up missing item categories; the second applies
-        the new events. If Redis dies between the two, those events stay claimed but unapplied:
-        real-time features are at most once, the event log is the durable record.
-        """
+    def claim(self, events: Sequence[EventRecord]) -> list[bool]:
+        """Claim each event's id for this request (one round trip); per event True if it is new.
+
+        A claim starts as pending and becomes done when `apply` ran: the server logs the claimed
+        events durably between the two, so an event is logged once however often it is retried. A
+        claim left pending for `PENDING_TAKEOVER_S` (the process died before logging it) is taken
+        over by a retry, so a crash never loses an event (it may, rarely, log it twice: the export
+        keeps the first of each event_id). A duplicate inside the batch is caught too."""
         if not events:
             return []
-        app = self.app
+        now = self._clock()
+        ids = [keys.event_seen(self.app, ev.event_id) for ev in events]
+        # the same round trip looks up the categories `apply` needs (the route fills them in for
+        # items of the loaded bundle; new items are known only to Redis)
         lookups = [i for i, ev in enumerate(events)
                    if ev.type != "search" and not ev.category and self.weights.get(ev.type, 0.0) > 0]
-        with _guard("record"):
+        with _guard("claim"):
             pipe = self._pipe()
-            for ev in events:
-                pipe.set(keys.event_seen(app, ev.event_id), "1", nx=True, ex=self.dedupe_ttl_s)
+            for key in ids:
+                pipe.set(key, f"pending:{now:.3f}", nx=True, ex=self.dedupe_ttl_s)
+                pipe.get(key)
             for i in lookups:
-                pipe.hget(keys.item(app, events[i].item_id or ""), "category")
+                pipe.hget(keys.item(self.app, events[i].item_id or ""), "category")
             replies = pipe.execute()
-        applied = [bool(r) for r in replies[:len(events)]]
-        found = {i: c for i, c in zip(lookups, replies[len(events):]) if c}
-        fresh = [(ev, ev.category or found.get(i)) for i, ev in enumerate(events) if applied[i]]
-        if fresh:
-            with _guard("record"):
-                self._apply(fresh)
-        return applied
+        for i, category in zip(lookups, replies[2 * len(ids):]):
+            if category:
+                events[i].category = category
+        claimed = [bool(r) for r in replies[0:2 * len(ids):2]]
+        stale = [i for i, (new, value) in enumerate(zip(claimed, replies[1:2 * len(ids):2]))
+                 if not new and _pending_since(value) < now - PENDING_TAKEOVER_S]
+        if stale:
+            with _guard("claim"):
+                pipe = self._pipe()
+                for i in stale:
+                    pipe.set(ids[i], f"pending:{now:.3f}", ex=self.dedupe_ttl_s)
+                pipe.execute()
+            taken: set[str] = set()
+            for i in stale:  # one claim per id, also when the batch repeats it
+                if ids[i] not in taken:
+                    claimed[i] = True
+                    taken.add(ids[i])
+        return claimed
 
-    def _apply(self, fresh: list[tuple[EventRecord, str | None]]) -> None:
+    def release(self, events: Sequence[EventRecord]) -> None:
+        """Forget the claims of events that could not be logged, so that a retry is not a duplicate."""
+        if events:
+            with _guard("release"):
+                pipe = self._pipe()
+                for ev in events:
+                    pipe.delete(keys.event_seen(self.app, ev.event_id))
+                pipe.execute()
+
+    def apply(self, events: Sequence[EventRecord]) -> None:
+        """Apply claimed events to the real-time features and mark their claims done, in one round
+        trip. If Redis dies before, those events stay claimed but unapplied: real-time features are
+        at most once, the event log is the durable record."""
+        if events:
+            with _guard("record"):
+                self._apply(list(events))
+
+    def _apply(self, fresh: list[EventRecord]) -> None:
         app, now = self.app, self._clock()
         users: dict[str, _UserWrites] = {}
         counts: list[Any] = []  # quadruples for the decay script: (set index, member, weight, ts)
-        for ev, category in sorted(fresh, key=lambda pair: pair[0].ts):  # time order within the batch
+        for ev in sorted(fresh, key=lambda e: e.ts):  # time order within the batch
+            category = ev.category
             weight = self.weights.get(ev.type, 0.0) * ev.value
             ts = min(float(ev.ts), now + MAX_SKEW_S)  # a clock far ahead must not dominate the counters
             if ev.type == "search":
@@ -278,6 +330,8 @@ class FeatureStore:
                 if category:
                     counts += [3, category, weight, ts]
         pipe = self._pipe()
+        for ev in fresh:
+            pipe.set(keys.event_seen(app, ev.event_id), "done", xx=True, keepttl=True)
         for user, writes in users.items():
             self._write_user(pipe, user, writes, now)
         if counts:

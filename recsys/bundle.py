@@ -39,10 +39,16 @@ class BundleError(RuntimeError):
     """A bundle is missing, incomplete or corrupt; the message says which file and why."""
 
 
+#: App ids that would clash with shared names (Redis keys of the platform's profiles).
+RESERVED_APP_IDS = frozenset({"platform"})
+
+
 def check_app_name(app: str) -> str:
     """App ids are folder names and URL parts: letters, digits, `_` and `-`, at most 64 characters."""
     if not _APP_RE.match(app):
         raise ValueError(f"invalid app id {app!r}: use letters, digits, '_' or '-' (max 64), starting with a letter or digit")
+    if app in RESERVED_APP_IDS:
+        raise ValueError(f"app id {app!r} is reserved (its Redis keys would clash with the platform's shared profiles)")
     return app
 
 

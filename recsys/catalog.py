@@ -36,6 +36,10 @@ class NewItems:
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     biases: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
 
+    def available(self) -> np.ndarray:
+        """Which of these items may be shown (visible and in stock)."""
+        return np.array([_as_bool(r["visible"]) and float(r["stock"]) > 0 for r in self.rows], dtype=bool)
+
 
 class ServingCatalog:
     """Masks and metadata of one loaded bundle's catalog, plus the live overlay."""
@@ -50,7 +54,9 @@ class ServingCatalog:
         self.categories: list[str] = cat["category"].astype(str).tolist()
         self.brands: list[str] = cat["brand"].astype(str).tolist()
         self.prices = cat["price"].to_numpy(dtype=np.float64).copy()
-        self.available = (cat["visible"].astype(bool) & (cat["stock"] > 0)).to_numpy().copy()
+        self._bundle_visible = cat["visible"].astype(bool).to_numpy().copy()
+        self._bundle_stock = cat["stock"].to_numpy(dtype=np.float64).copy()
+        self.available = self._bundle_visible & (self._bundle_stock > 0)
         self._category_index = self._build_category_index(self.categories)
         self._audience = self._parse_audiences(cat["audience"].astype(str).tolist())
         self._audience_cache: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
@@ -132,11 +138,17 @@ class ServingCatalog:
         return len(fresh)
 
     def _update_trained(self, idx: int, fields: dict[str, Any]) -> None:
-        visible = _as_bool(fields["visible"]) if "visible" in fields else True
-        stock = float(fields.get("stock", 1))
-        self.available[idx] = visible and stock > 0
+        """`fields` is the item's hash in Redis: every field ever PUT; a field never PUT keeps the
+        bundle's value (a price change must not un-hide a hidden or sold-out item)."""
+        visible = _as_bool(fields["visible"]) if "visible" in fields else bool(self._bundle_visible[idx])
+        stock = float(fields["stock"]) if "stock" in fields else float(self._bundle_stock[idx])
+        available = self.available.copy()  # replaced, not changed in place under readers
+        available[idx] = visible and stock > 0
+        self.available = available
         if "price" in fields:
-            self.prices[idx] = float(fields["price"])
+            prices = self.prices.copy()
+            prices[idx] = float(fields["price"])
+            self.prices = prices
 
     def _add_new(self, fresh: list[tuple[str, dict[str, Any]]]) -> None:
         hybrid = self.models.hybrid
@@ -158,6 +170,3 @@ class ServingCatalog:
         vectors, biases = hybrid.item_vectors(content_matrix(keys, hybrid.item_vocab))
         self.new = NewItems(ids, rows, vectors, biases)
 
-    def new_available(self) -> np.ndarray:
-        """Which overlay items may be shown (visible and in stock)."""
-        return np.array([_as_bool(r["visible"]) and float(r["stock"]) > 0 for r in self.new.rows], dtype=bool)

@@ -28,8 +28,8 @@ import numpy as np
 
 from recsys.user_state import UserState
 from recsys.models import zscore
-from recsys.profiles import profile_keys
-from recsys.catalog import ServingCatalog
+from recsys.profiles import MERCHANT_NS, profile_keys
+from recsys.catalog import NewItems, ServingCatalog
 from recsys.rules import SceneRules
 from recsys.served import ServedModels
 
@@ -44,6 +44,8 @@ class Scored:
 
     catalog: np.ndarray
     new: np.ndarray
+    #: The overlay of new items `new` scores (one snapshot: a concurrent PUT replaces the catalog's).
+    new_items: NewItems
     strategy: str
     #: Item indices (and the event) the user's vector came from, for "because you viewed X".
     history: list[tuple[int, str]] = field(default_factory=list)
@@ -97,25 +99,26 @@ def score_user(app: ServedModels, user_id: str | None, state: UserState | None) 
             scores = known.user_scores(np.array([user]), models.user_items)[0]
             strategy = known.family
         seen = recent_seen + [(i, "view") for i in past[:50].tolist()]
-        return Scored(zscore(scores), _new_item_scores(app, keys), strategy, seen, keys)
+        return Scored(zscore(scores), *_new_item_scores(app, keys), strategy, seen, keys)
     if keys:
-        return Scored(models.first_visit_scores(keys), _new_item_scores(app, keys), "hybrid", [], keys)
+        return Scored(models.first_visit_scores(keys), *_new_item_scores(app, keys), "hybrid", [], keys)
     note = None
     if known is not None and not personal and (user is not None or len(recent_idx)):
         note = getattr(known, "reason", None) or None  # a known user served popularity on purpose
-    return Scored(app.popularity_z, _new_item_scores(app, []), "popularity", note=note)
+    return Scored(app.popularity_z, *_new_item_scores(app, []), "popularity", note=note)
 
 
-def _new_item_scores(app: ServedModels, keys: list[str]) -> np.ndarray:
-    """Hybrid scores of items published after training, in z units of the hybrid's catalog scores."""
+def _new_item_scores(app: ServedModels, keys: list[str]) -> tuple[np.ndarray, NewItems]:
+    """Hybrid scores of items published after training, in z units of the hybrid's catalog scores,
+    and the overlay snapshot they score."""
     new = app.catalog.new
     hybrid = app.models.hybrid
     if not new.ids or hybrid is None:
-        return np.zeros(0)
+        return np.full(len(new.ids), -np.inf), new
     user = hybrid.key_vector(keys)
     mean, std = hybrid.catalog_moments(user)
     fresh = new.vectors @ user + new.biases
-    return (fresh - mean) / max(std, 1e-9)
+    return (fresh - mean) / max(std, 1e-9), new
 
 
 def _anchors(app: ServedModels, scored: Scored, indices: list[int]) -> dict[int, tuple[int, str]]:
@@ -152,11 +155,13 @@ def _reasons(app: ServedModels, scored: Scored, indices: list[int]) -> list[str]
 
 
 def describe_segment(key: str) -> str:
-    """`p.age_band=25-34` → "for your age band (25-34)"."""
+    """The reason's words for a profile segment. The platform's profile may be used to rank but is
+    never shown to the merchant, so its segments read "with people like you"; the app's own profile
+    fields may be named: `m.member_level=gold` → "for your member level (gold)"."""
     name, _, value = key.partition("=")
-    column = name.split(".", 1)[-1]
-    if column == "interests":
-        return f"with people interested in {value}"
+    namespace, _, column = name.partition(".")
+    if namespace != MERCHANT_NS:
+        return "with people like you"
     return f"for your {column.replace('_', ' ')} ({value})"
 
 
@@ -209,19 +214,20 @@ def rank(app: ServedModels, user_id: str | None, state: UserState | None, rules:
     scores[~allowed] = -np.inf
 
     # merge the overlay of new items (not in the category index: matched by their path)
+    new = scored.new_items
     new_scores = scored.new.copy()
     if len(new_scores):
-        ok = cat.new_available()
+        ok = new.available()
         if category:
             prefix = category.strip().strip("/")
             ok &= np.array([str(r["category"]) == prefix or str(r["category"]).startswith(prefix + "/")
-                            for r in cat.new.rows], dtype=bool)
+                            for r in new.rows], dtype=bool)
         if only_restricted:
-            ok &= np.array([bool(r["audience"]) for r in cat.new.rows], dtype=bool)
+            ok &= np.array([bool(r["audience"]) for r in new.rows], dtype=bool)
         new_scores[~ok] = -np.inf
 
     want = offset + n
-    order = _ordered_candidates(scores, new_scores, want, n, rules, cat)
+    order = _ordered_candidates(scores, new_scores, want, n, rules, cat, new)
     page = order[offset:want]
     reasons = iter(_reasons(app, scored, [index for source, index, _ in page if source == "item"]))
     items = []
@@ -229,8 +235,8 @@ def rank(app: ServedModels, user_id: str | None, state: UserState | None, rules:
         if source == "pin":
             items.append(_catalog_item(app, index, score, "featured"))
         elif source == "new":
-            row = cat.new.rows[index]
-            items.append(Item(cat.new.ids[index], round(float(score), 4), f"new in {row['category']}",
+            row = new.rows[index]
+            items.append(Item(new.ids[index], round(float(score), 4), f"new in {row['category']}",
                               str(row["title"]), str(row["category"]), float(row["price"] or 0)))
         else:
             items.append(_catalog_item(app, index, score, next(reasons)))
@@ -244,7 +250,7 @@ def _catalog_item(app: ServedModels, index: int, score: float, reason: str) -> I
 
 
 def _ordered_candidates(scores: np.ndarray, new_scores: np.ndarray, want: int, page_size: int,
-                        rules: SceneRules, cat: ServingCatalog) -> list[tuple[str, int, float]]:
+                        rules: SceneRules, cat: ServingCatalog, new: NewItems) -> list[tuple[str, int, float]]:
     """Pinned items first, then best scores, with at most K per category / brand in each page of n."""
     pinned = []
     for item_id in rules.pinned:
@@ -262,15 +268,15 @@ def _ordered_candidates(scores: np.ndarray, new_scores: np.ndarray, want: int, p
         merged = sorted(merged + fresh, key=lambda c: -c[2])
     if not (rules.max_per_category or rules.max_per_brand):
         return pinned + merged[: max(want - len(pinned), 0)]
-    return pinned + _diversify(merged, want - len(pinned), page_size, rules, cat)
+    return pinned + _diversify(merged, want - len(pinned), page_size, rules, cat, new)
 
 
 def _diversify(candidates: list[tuple[str, int, float]], want: int, page_size: int, rules: SceneRules,
-               cat: ServingCatalog) -> list[tuple[str, int, float]]:
+               cat: ServingCatalog, new: NewItems) -> list[tuple[str, int, float]]:
     """The candidates in diversified order (see `diverse_order`)."""
     def keys(c: tuple[str, int, float]) -> tuple[str, str]:
         if c[0] == "new":
-            row = cat.new.rows[c[1]]
+            row = new.rows[c[1]]
             return str(row["category"]), str(row["brand"])
         return cat.categories[c[1]], cat.brands[c[1]]
 
@@ -315,6 +321,7 @@ def related_scored(app: ServedModels, item_id: str, user: Scored | None, user_we
     similarity; an unknown item gives None (the caller falls back to the home feed).
     """
     models, cat = app.models, app.catalog
+    new = cat.new  # one snapshot of the overlay for the whole shelf
     n_items = len(cat.ids)
     index = models.items.get(item_id)
     if index is not None and models.related is not None:
@@ -322,15 +329,15 @@ def related_scored(app: ServedModels, item_id: str, user: Scored | None, user_we
         sims = models.related.scores[index][neighbours >= 0].astype(np.float64)
         neighbours = neighbours[neighbours >= 0]
         title = str(cat.titles[index])
-    elif item_id in cat.new.ids and models.content_vectors is not None:
-        j = cat.new.ids.index(item_id)
+    elif item_id in new.ids and models.content_vectors is not None:
+        j = new.ids.index(item_id)
         unit = models.content_vectors / np.maximum(np.linalg.norm(models.content_vectors, axis=1, keepdims=True), 1e-12)
-        vec = cat.new.vectors[j] / max(float(np.linalg.norm(cat.new.vectors[j])), 1e-12)
+        vec = new.vectors[j] / max(float(np.linalg.norm(new.vectors[j])), 1e-12)
         all_sims = unit @ vec
         k = min(50, n_items)
         neighbours = np.argpartition(-all_sims, k - 1)[:k]
         sims = all_sims[neighbours]
-        title = str(cat.new.rows[j]["title"])
+        title = str(new.rows[j]["title"])
     else:
         return None
     scores = np.full(n_items, -np.inf)
@@ -339,4 +346,4 @@ def related_scored(app: ServedModels, item_id: str, user: Scored | None, user_we
         if user is not None:
             scores[neighbours] += user_weight * user.catalog[neighbours]
     strategy = "related+user" if user is not None else "related"
-    return Scored(scores, np.full(len(cat.new.ids), -np.inf), strategy, anchor_title=title)
+    return Scored(scores, np.full(len(new.ids), -np.inf), new, strategy, anchor_title=title)

@@ -71,10 +71,10 @@ def shading(stats: QueryStats, signals: UserSignals, hot: Sequence[str],
         query = _first_allowed([p for p, _ in stats.related.get(last, [])], settings, avoid)
         if query:
             return query, "queries", f"searched with {last}"
-    for top in signals.interests:
+    for top in signals.interests:  # from the profiles: used, never named (the platform's are not the app's)
         query = _first_allowed([*stats.by_category.get(top, []), top], settings, avoid)
         if query:
-            return query, "profile", f"you are interested in {top}"
+            return query, "profile", "picked for you"
     query = _first_allowed(hot, settings, avoid)
     if query:
         return query, "hot", "hot search"
@@ -86,8 +86,9 @@ def discover(stats: QueryStats, signals: UserSignals, hot: Sequence[str], settin
     """Up to n (query, reason) chips: queries searched with the user's recent ones, then queries of
     the user's interest categories, then hot queries; never the user's own recent queries."""
     related = [(p, f"searched with {q}") for q in signals.recent_queries[:5] for p, _ in stats.related.get(q, [])]
-    paths = signals.categories[:5] + signals.top_levels()
-    by_interest = [(q, f"popular in {c}") for c in dict.fromkeys(paths) for q in stats.by_category.get(c, [])[:5]]
+    own = signals.categories[:5] + [c.split(CATEGORY_SEP, 1)[0] for c in signals.categories]
+    paths = [(c, f"popular in {c}") for c in own] + [(c, "picked for you") for c in signals.interests]
+    by_interest = [(q, why) for c, why in dict.fromkeys(paths) for q in stats.by_category.get(c, [])[:5]]
     hottest = [(q, "hot search") for q in hot]
     seen = set(signals.recent_queries)
     chips: list[tuple[str, str]] = []

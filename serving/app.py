@@ -25,6 +25,7 @@ from features.redis_conn import open_redis
 from features.store import FeatureStore, StoreError
 from serving.context import ServingContext
 from serving.errors import install_error_handlers
+from serving.guard import RequestGuard
 from serving.metrics import Metrics
 from serving.registry import ModelRegistry
 from serving.routes import admin, events, health, items, profiles, recommend, search
@@ -59,17 +60,33 @@ def _freeze_heap() -> None:
 
 
 async def _background(ctx: ServingContext) -> None:
-    """Poll for published models and item upserts; runs until the app stops."""
+    """Poll for published models and item upserts; runs until the app stops.
+
+    Any error is logged and the loop goes on (with a growing pause); `/readyz` reports not ready
+    while it has not completed a round for a while, so a stuck loop is never hidden."""
+    pause = min(ctx.config.reload_interval_s, 1.0)
+    failures = 0
     while True:
-        await asyncio.sleep(min(ctx.config.reload_interval_s, 1.0))
+        await asyncio.sleep(pause * min(2 ** failures, 30))
         try:
-            # loading a bundle takes seconds: off the event loop, so requests keep being answered
-            if await asyncio.to_thread(ctx.registry.refresh):
+            # loading a bundle takes seconds: off the event loop, so requests keep being answered; a
+            # new bundle gets the live item changes before it is swapped in
+            if await asyncio.to_thread(ctx.registry.refresh, ctx.replay_items):
                 ctx.metrics.set_versions({s["app_id"]: s["version"] for s in ctx.registry.status() if s["version"]})
                 _freeze_heap()
             await asyncio.to_thread(ctx.sync_items)
+            ctx.background_ok()
+            failures = 0
+        except asyncio.CancelledError:
+            raise
         except (StoreError, OSError) as exc:
+            failures += 1
+            ctx.background_failed(exc)
             log.warning("background refresh failed: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop reloads for good
+            failures += 1
+            ctx.background_failed(exc)
+            log.exception("background refresh failed")
 
 
 def _build_context(config: ServerConfig) -> ServingContext:
@@ -79,7 +96,7 @@ def _build_context(config: ServerConfig) -> ServingContext:
     registry = ModelRegistry(config.artifacts, list(config.apps))
     stores = {app_id: FeatureStore(handle.client, app_id) for app_id in config.apps}
     ctx = ServingContext(config, registry, handle, stores, EventLog(config.state_dir / "events"), Metrics())
-    registry.refresh()
+    registry.refresh(ctx.replay_items)
     ctx.metrics.set_versions({s["app_id"]: s["version"] for s in registry.status() if s["version"]})
     try:
         _seed_profiles(ctx)
@@ -115,6 +132,7 @@ def create_app(config: ServerConfig | str | Path | None = None) -> FastAPI:
     for module in (recommend, search, events, profiles, items, admin, health):
         app.include_router(module.router)
 
+    app.add_middleware(RequestGuard, owner=app)
     app.add_middleware(MetricsMiddleware, owner=app)
     return app
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -12,10 +14,14 @@ from features.eventlog import EventLog
 from features.redis_conn import RedisHandle
 from features.store import FeatureStore, StoreError, StoreUnavailable
 from serving.metrics import Metrics
-from serving.registry import ModelRegistry
+from serving.registry import LoadedApp, ModelRegistry
 from serving.tenancy import ServerConfig
 
 T = TypeVar("T")
+#: Threads for the requests' Redis reads (a few: each waits on a socket, not on the CPU).
+_READS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="minirec-redis-read")
+#: `/readyz` says not ready when the background loop has not completed a round for this long.
+BACKGROUND_STALE_S = 30.0
 log = logging.getLogger("minirec.serving")
 
 
@@ -35,6 +41,11 @@ class RedisGate:
     @property
     def degraded(self) -> bool:
         return time.monotonic() < self._open_until
+
+    def trip(self, reason: str) -> None:
+        """Open the gate: Redis answered, but too slowly to be worth waiting for."""
+        self.last_error = reason
+        self._open_until = time.monotonic() + self.cooldown
 
     def run(self, call: Callable[[], T]) -> T:
         """Run a store call; raises StoreUnavailable at once while the gate is open."""
@@ -75,30 +86,86 @@ class ServingContext:
     #: Per app, the items already applied at exactly `synced_until` (Redis ranges are inclusive).
     synced_edge: dict[str, set[str]] = field(default_factory=dict)
     synced_version: dict[str, str] = field(default_factory=dict)
+    #: When the background loop last completed a round, and its last error.
+    background_last_ok: float = field(default_factory=time.monotonic)
+    background_error: str | None = None
+
+    async def read(self, call: Callable[[], T]) -> tuple[T | None, bool]:
+        """(result, degraded) of a Redis read for a request on the event loop.
+
+        The read runs on a small thread pool and is awaited for at most `redis_budget_ms`: a Redis
+        that is slow but up (a big command, a saturated host, a failover) would otherwise hold the
+        event loop, and every request of the worker, /healthz included, would wait behind it. A read
+        over the budget answers degraded and opens the gate, so the next requests skip Redis until
+        the cooldown ends; the late read finishes in its thread and is dropped."""
+        if self.gate.degraded:
+            return None, True
+        budget = self.config.redis_budget_ms / 1000
+        future = asyncio.get_running_loop().run_in_executor(_READS, self.gate.try_run, call)
+        try:
+            return await asyncio.wait_for(future, budget)
+        except TimeoutError:
+            self.gate.trip(f"Redis answered slower than the {self.config.redis_budget_ms:.0f} ms budget")
+            return None, True
+
+    def background_ok(self) -> None:
+        self.background_last_ok, self.background_error = time.monotonic(), None
+
+    def background_failed(self, exc: BaseException) -> None:
+        self.background_error = f"{type(exc).__name__}: {exc}"
+
+    def background_alive(self) -> bool:
+        """False once the loop has not completed a round for `BACKGROUND_STALE_S` (or 10 rounds)."""
+        stale = max(BACKGROUND_STALE_S, 10 * self.config.reload_interval_s)
+        return time.monotonic() - self.background_last_ok < stale
+
+    def background_status(self) -> dict[str, object]:
+        return {"alive": self.background_alive(), "seconds_since_ok": round(time.monotonic() - self.background_last_ok, 1),
+                "last_error": self.background_error}
+
+    def replay_items(self, loaded: LoadedApp) -> None:
+        """Apply every item upsert Redis holds to a freshly loaded bundle, before it is swapped in."""
+        store = self.stores.get(loaded.app_id)
+        if store is None:
+            return
+        state, degraded = self._apply_changes(store, loaded, 0.0, set())
+        if degraded:
+            raise StoreUnavailable("Redis is unreachable: the live item changes cannot be replayed")
+        if state is not None:
+            self.synced_until[loaded.app_id], self.synced_edge[loaded.app_id] = state
+        else:
+            self.synced_until[loaded.app_id], self.synced_edge[loaded.app_id] = 0.0, set()
+        self.synced_version[loaded.app_id] = loaded.version
 
     def sync_items(self) -> None:
-        """Apply item upserts from Redis to each loaded catalog (a fresh bundle replays them all)."""
+        """Apply item upserts from Redis to each loaded catalog since the last sync."""
         for app_id, store in self.stores.items():
             loaded = self.registry.get(app_id)
             if loaded is None:
                 continue
-            if self.synced_version.get(app_id) != loaded.version:
-                self.synced_until[app_id] = 0.0
-                self.synced_edge[app_id] = set()
+            if self.synced_version.get(app_id) != loaded.version:  # loaded without a replay (a test, say)
+                self.synced_until[app_id], self.synced_edge[app_id] = 0.0, set()
                 self.synced_version[app_id] = loaded.version
             since, edge = self.synced_until.get(app_id, 0.0), self.synced_edge.get(app_id, set())
-            changed, degraded = self.gate.try_run(lambda: store.updated_items_with_ts(since))
-            # the range includes `since`: drop what was applied there already, or the newest item
-            # would be re-applied (vectors, search overlay) every second
-            changed = [(i, ts) for i, ts in changed or [] if not (ts == since and i in edge)]
-            if degraded or not changed:
-                continue
-            ids = [item_id for item_id, _ in changed]
-            rows, degraded = self.gate.try_run(lambda: store.items(ids))
-            if degraded or rows is None:
-                continue
-            loaded.catalog.apply_updates({i: r for i, r in zip(ids, rows) if r is not None})
-            newest = max(ts for _, ts in changed)
-            at_newest = {i for i, ts in changed if ts == newest}
-            self.synced_edge[app_id] = at_newest | edge if newest == since else at_newest
-            self.synced_until[app_id] = newest
+            state, _ = self._apply_changes(store, loaded, since, edge)
+            if state is not None:
+                self.synced_until[app_id], self.synced_edge[app_id] = state
+
+    def _apply_changes(self, store: FeatureStore, loaded: LoadedApp, since: float,
+                       edge: set[str]) -> tuple[tuple[float, set[str]] | None, bool]:
+        """Apply the upserts after `since` (and at it, but those in `edge`); returns the new
+        (since, edge) or None when nothing changed, and whether Redis could not be read."""
+        changed, degraded = self.gate.try_run(lambda: store.updated_items_with_ts(since))
+        # the range includes `since`: drop what was applied there already, or the newest item
+        # would be re-applied (vectors, search overlay) every second
+        changed = [(i, ts) for i, ts in changed or [] if not (ts == since and i in edge)]
+        if degraded or not changed:
+            return None, degraded
+        ids = [item_id for item_id, _ in changed]
+        rows, degraded = self.gate.try_run(lambda: store.items(ids))
+        if degraded or rows is None:
+            return None, True
+        loaded.catalog.apply_updates({i: r for i, r in zip(ids, rows) if r is not None})
+        newest = max(ts for _, ts in changed)
+        at_newest = {i for i, ts in changed if ts == newest}
+        return (newest, (at_newest | edge if newest == since else at_newest)), False

@@ -24,15 +24,14 @@ Context = Annotated[ServingContext, Depends(get_context)]
 ApiKey = Annotated[str | None, Header(alias="X-API-Key", description="The app's API key")]
 
 
-def _check_key(ctx: ServingContext, app_id: str, x_api_key: str | None) -> None:
-    """401 without a valid key, 404 for an unknown app, 403 for another app's key."""
+def check_app_key(ctx: ServingContext, app_id: str, x_api_key: str | None) -> None:
+    """401 without a valid key; 403 when the key is not this app's — the same answer whether or not
+    `app_id` exists, so a key cannot probe for other tenants' ids."""
     if not x_api_key:
         raise ApiError(401, "unauthorized", "missing X-API-Key header")
     owner = ctx.config.app_for_key(x_api_key)
     if owner is None:
         raise ApiError(401, "unauthorized", "unknown API key")
-    if app_id not in ctx.config.apps:
-        raise ApiError(404, "not_found", f"unknown app {app_id!r}")
     if owner != app_id:
         raise ApiError(403, "forbidden", f"this API key is not for app {app_id!r}")
 
@@ -42,7 +41,7 @@ AppPath = Annotated[str, Path(description="The app (tenant) id")]
 
 async def require_app(request: Request, app_id: AppPath, x_api_key: ApiKey = None) -> str:
     """The app id, once the key is checked."""
-    _check_key(request.app.state.ctx, app_id, x_api_key)
+    check_app_key(request.app.state.ctx, app_id, x_api_key)
     return app_id
 
 
@@ -62,7 +61,7 @@ class Served:
 async def served_app(request: Request, app_id: AppPath, x_api_key: ApiKey = None) -> Served:
     """Key checked as `require_app`, then the app's loaded bundle, or 503 if none could be loaded yet."""
     ctx: ServingContext = request.app.state.ctx
-    _check_key(ctx, app_id, x_api_key)
+    check_app_key(ctx, app_id, x_api_key)
     loaded = ctx.registry.get(app_id)
     if loaded is None:
         raise ApiError(503, "unavailable", f"app {app_id!r} has no model loaded yet; see GET /v1/admin/models")

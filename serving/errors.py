@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = logging.getLogger("minirec.serving")
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-          409: "conflict", 422: "invalid_request", 503: "unavailable"}
+          409: "conflict", 413: "too_large", 422: "invalid_request", 429: "rate_limited", 503: "unavailable"}
 
 
 class ApiError(Exception):

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from recsys import bundle
@@ -60,6 +61,7 @@ class ModelRegistry:
         self.app_ids = list(app_ids)
         self._apps: dict[str, LoadedApp] = {}
         self._status: dict[str, AppStatus] = {a: AppStatus() for a in app_ids}
+        self._pending: dict[str, LoadedApp] = {}
         self._lock = threading.Lock()  # one reload at a time; reads never take it
 
     def get(self, app_id: str) -> LoadedApp | None:
@@ -68,8 +70,11 @@ class ModelRegistry:
     def ready(self) -> bool:
         return all(a in self._apps for a in self.app_ids)
 
-    def refresh(self) -> list[str]:
-        """Load every app whose published version differs from the loaded one; returns what changed."""
+    def refresh(self, prepare: Callable[[LoadedApp], None] | None = None) -> list[str]:
+        """Load every app whose published version differs from the loaded one; returns what changed.
+
+        `prepare` runs on a freshly loaded app before it is swapped in (the server replays the live
+        item changes into it, so no request ever sees a hidden item come back)."""
         changed = []
         with self._lock:
             for app_id in self.app_ids:
@@ -87,13 +92,26 @@ class ModelRegistry:
                     continue
                 if status.last_error and status.last_error.startswith(f"refused {wanted}:"):
                     continue  # already refused this version; wait for a new publish
-                try:
-                    fresh = LoadedApp.load(app_id, bundle.verify(bundle.app_dir(self.artifacts, app_id) / wanted))
-                except (bundle.BundleError, OSError, ValueError, KeyError) as exc:
-                    status.last_error = f"refused {wanted}: {exc}"
-                    log.error("app %s: refused version %s, still serving %s: %s", app_id, wanted,
-                              loaded.version if loaded else "nothing", exc)
-                    continue
+                fresh = self._pending.pop(app_id, None)  # loaded in an earlier round, not yet prepared
+                if fresh is None or fresh.version != wanted:
+                    try:
+                        fresh = LoadedApp.load(app_id, bundle.verify(bundle.app_dir(self.artifacts, app_id) / wanted))
+                    except (bundle.BundleError, OSError, ValueError, KeyError) as exc:
+                        status.last_error = f"refused {wanted}: {exc}"
+                        log.error("app %s: refused version %s, still serving %s: %s", app_id, wanted,
+                                  loaded.version if loaded else "nothing", exc)
+                        continue
+                if prepare is not None:
+                    try:
+                        prepare(fresh)
+                    except Exception as exc:  # noqa: BLE001 - whatever failed, the old bundle is the safer one
+                        if loaded is not None:
+                            self._pending[app_id] = fresh
+                            status.last_error = f"waiting to swap in {wanted}: {exc}"
+                            log.warning("app %s: version %s not swapped in yet: %s", app_id, wanted, exc)
+                            continue
+                        log.warning("app %s: serving %s without its live item changes for now: %s",
+                                    app_id, wanted, exc)
                 self._apps[app_id] = fresh  # the swap: one reference replaced
                 status.version, status.loaded_at, status.last_error = fresh.version, fresh.loaded_at, None
                 changed.append(app_id)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+#: Profile field names: the column names of the data contract; `=` and `|` would break feature keys
+#: (`m.member_level=gold`) and multi-valued cells.
+FieldName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f=|]+$")]
+FieldValue = Annotated[str, StringConstraints(max_length=256)]
+#: Ids and free text: no control characters (they would corrupt logs and Redis list entries).
+Text = StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$")
 
 EVENT_TYPES = ("impression", "view", "click", "favorite", "cart", "purchase", "search")
 
@@ -32,14 +39,17 @@ class RecommendationOut(BaseModel):
 class EventIn(BaseModel):
     """One event; validated one by one so that a bad event does not sink its batch."""
 
-    event_id: str = Field(min_length=1, max_length=128, description="Unique id; a repeated id is ignored")
-    user_id: str = Field(min_length=1, max_length=128)
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    event_id: Annotated[str, Text] = Field(min_length=1, max_length=128,
+                                           description="Unique id; a repeated id is ignored")
+    user_id: Annotated[str, Text] = Field(min_length=1, max_length=128)
     type: Literal["impression", "view", "click", "favorite", "cart", "purchase", "search"]
-    item_id: str | None = Field(default=None, max_length=128)
+    item_id: Annotated[str, Text] | None = Field(default=None, max_length=128)
     query: str | None = Field(default=None, max_length=100)
-    ts: float | None = Field(default=None, description="Unix seconds; default: when received")
-    request_id: str | None = Field(default=None, max_length=64)
-    value: float = 1.0
+    ts: float | None = Field(default=None, ge=0, description="Unix seconds; default: when received")
+    request_id: Annotated[str, Text] | None = Field(default=None, max_length=64)
+    value: float = Field(default=1.0, ge=0, le=1e6)
 
 
 class EventsIn(BaseModel):
@@ -60,23 +70,43 @@ class EventsOut(BaseModel):
 
 
 class ProfileIn(BaseModel):
-    fields: dict[str, str] = Field(description="Profile fields to set; an empty string deletes a field",
-                                   max_length=100)
+    fields: dict[FieldName, FieldValue] = Field(
+        description="Profile fields to set (names up to 64 characters, without `=` or `|`; values up to 256 "
+                    "characters); an empty string deletes a field", max_length=100)
 
 
 class PlatformProfileIn(ProfileIn):
-    consent: str | None = Field(default=None, description="Consent scopes, '|'-separated (e.g. basic|interests)")
+    consent: str | None = Field(default=None, max_length=256,
+                                description="Consent scopes, '|'-separated (e.g. basic|interests)")
 
 
 class ItemIn(BaseModel):
-    title: str | None = Field(default=None, max_length=200)
-    category: str | None = Field(default=None, max_length=200)
+    """Only the fields given change; a field left out keeps its current value."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    title: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"\S",
+                              description="Required for a new item; never blank")
+    category: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"\S",
+                                 description="Category path (`数码/手机`); required for a new item; never blank")
     brand: str | None = Field(default=None, max_length=100)
     tags: str | None = Field(default=None, max_length=500)
-    price: float | None = Field(default=None, ge=0)
-    stock: int | None = Field(default=None, ge=0)
+    price: float | None = Field(default=None, ge=0, le=1e9)
+    stock: int | None = Field(default=None, ge=0, le=10**9)
     visible: bool | None = None
     audience: str | None = Field(default=None, max_length=200)
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="unauthorized, forbidden, not_found, invalid_request, too_large, "
+                                  "rate_limited, unavailable, internal, …")
+    message: str = Field(description="What was wrong and where")
+
+
+class ErrorOut(BaseModel):
+    """The one shape of every error response."""
+
+    error: ErrorBody
 
 
 class OkOut(BaseModel):

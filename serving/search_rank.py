@@ -86,7 +86,7 @@ def _affinity(app: LoadedApp, state: SearchState, scored: Scored, docs: np.ndarr
     base = docs < state.n_base
     out[base] = scored.catalog[docs[base]]
     if (~base).any():
-        position = {item_id: j for j, item_id in enumerate(app.catalog.new.ids)}
+        position = {item_id: j for j, item_id in enumerate(scored.new_items.ids)}
         for k in np.flatnonzero(~base):
             j = position.get(state.item_id(int(docs[k])))
             if j is not None and j < len(scored.new) and np.isfinite(scored.new[j]):
@@ -136,11 +136,13 @@ def allowed_mask(state: SearchState, user_state: UserState | None, params: Searc
     return mask, None
 
 
-def fallback_categories(state: SearchState, query: str, signals: UserSignals) -> list[tuple[str, float]]:
-    """(category path or top level, weight) the query is closest to; [] when nothing relates."""
+def fallback_categories(state: SearchState, query: str, signals: UserSignals) -> tuple[list[tuple[str, float]], bool]:
+    """(category path or top level, weight) the query is closest to ([] when nothing relates), and
+    whether they came from the user rather than the query (then they are not named to the app: the
+    user's interests may be the platform's)."""
     near = state.stats.categories_near(query)
     if near:
-        return near
+        return near, False
     chars = set(query)
     by_name = []
     for path in sorted(set(state.catalog.categories)):
@@ -150,9 +152,9 @@ def fallback_categories(state: SearchState, query: str, signals: UserSignals) ->
             by_name.append((path, overlap))
     if by_name:
         total = sum(w for _, w in by_name)
-        return [(p, w / total) for p, w in sorted(by_name, key=lambda x: -x[1])[:5]]
+        return [(p, w / total) for p, w in sorted(by_name, key=lambda x: -x[1])[:5]], False
     tops = signals.top_levels()[:3]
-    return [(t, 1.0 / len(tops)) for t in tops]
+    return [(t, 1.0 / len(tops)) for t in tops], True
 
 
 def _scene_scores(app: LoadedApp, state: SearchState, docs: np.ndarray, final: np.ndarray, rules: SceneRules,
@@ -235,7 +237,7 @@ def _fallback(app: LoadedApp, state: SearchState, scored: Scored | None, signals
               params: SearchParams, mask: np.ndarray, prices: np.ndarray, direct: tuple[Direct, int] | None,
               tokens: list[str]) -> SearchPage:
     scored = scored or score_user(app, None, None)
-    weights = fallback_categories(state, params.query, signals)
+    weights, from_user = fallback_categories(state, params.query, signals)
     n = len(mask)
     allowed = np.zeros(n, dtype=bool)
     share = np.zeros(n)
@@ -258,10 +260,11 @@ def _fallback(app: LoadedApp, state: SearchState, scored: Scored | None, signals
     for k in page:
         doc = int(docs[k])
         category = str(state.row(doc)["category"])
-        items.append(_item(state, doc, scores[k], f"no exact match; {why} in {category}", prices))
+        reason = "no exact match; picked for you" if from_user else f"no exact match; {why} in {category}"
+        items.append(_item(state, doc, scores[k], reason, prices))
     if not tokens:
         note = "the query has no searchable words; showing related items"
-    elif chosen:
+    elif chosen and not from_user:
         note = f"few matches for {params.query!r}; showing items from {', '.join(chosen[:3])}"
     else:
         note = f"few matches for {params.query!r}; showing {why} items"

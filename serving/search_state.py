@@ -55,6 +55,32 @@ class Direct:
     target: str  # the brand, the category path, or the item id
 
 
+@dataclass
+class _Draft:
+    """Copies of a search state's live structures, changed by `apply_updates` and then published."""
+
+    rows: dict[int, dict[str, Any]]
+    new_docs: dict[str, int]
+    direct: dict[str, "Direct"]
+    brand_docs: dict[str, set[int]]
+    brand_of: dict[int, str]
+    live_terms: set[str]
+    visible: np.ndarray
+    stock: np.ndarray
+    new_prices: np.ndarray
+
+    def grow(self, n: int, n_base: int) -> None:
+        """Room for documents up to n (new items start visible and in stock unless told otherwise)."""
+        if n > len(self.visible):
+            size = max(n, int(len(self.visible) * 1.25) + 16)
+            visible, stock = np.ones(size, dtype=bool), np.ones(size)
+            visible[: len(self.visible)], stock[: len(self.stock)] = self.visible, self.stock
+            self.visible, self.stock = visible, stock
+        extra = n - n_base - len(self.new_prices)
+        if extra > 0:
+            self.new_prices = np.concatenate([self.new_prices, np.zeros(extra)])
+
+
 @dataclass(frozen=True)
 class LiveHot:
     """A cached read of the live hot queries (None: Redis was unreachable)."""
@@ -113,24 +139,31 @@ class SearchState:
         return self.settings_file.get()
 
     # --- direct hits ------------------------------------------------------------------------
-    def _learn(self, doc: int, item_id: str, title: str, brand: str, category: str) -> None:
-        """Add an item's brand, category levels and title to the direct-hit dictionary.
+    def _learn(self, doc: int, item_id: str, title: str, brand: str, category: str,
+               into: "_Draft | None" = None) -> None:
+        """Add an item's brand, category levels and title to the direct-hit dictionary (of `into`, a
+        live change's draft; else this state's own, while it is being built).
         On a name clash a brand wins over a category, and a category over an item title."""
-        old = self._brand_of.pop(doc, None)
+        direct, brand_docs, brand_of = (into.direct, into.brand_docs, into.brand_of) if into else (
+            self.direct, self._brand_docs, self._brand_of)
+        old = brand_of.pop(doc, None)
         if old is not None:  # a live change may move an item to another brand
-            self._brand_docs[old].discard(doc)
+            brand_docs[old] = brand_docs[old] - {doc}  # a new set: queries may be reading the old one
         if brand.strip():
-            self.direct.setdefault(key_of(brand), Direct("brand", brand.strip(), brand.strip()))
-            self._brand_docs.setdefault(key_of(brand), set()).add(doc)
-            self._brand_of[doc] = key_of(brand)
+            direct.setdefault(key_of(brand), Direct("brand", brand.strip(), brand.strip()))
+            if into is None:
+                brand_docs.setdefault(key_of(brand), set()).add(doc)
+            else:
+                brand_docs[key_of(brand)] = brand_docs.get(key_of(brand), set()) | {doc}
+            brand_of[doc] = key_of(brand)
         for path in category_levels(category):
             for name in (path, path.rsplit(CATEGORY_SEP, 1)[-1]):
-                known = self.direct.get(key_of(name))
+                known = direct.get(key_of(name))
                 if known is None or known.type == "item":
-                    self.direct[key_of(name)] = Direct("category", name, path)
+                    direct[key_of(name)] = Direct("category", name, path)
         title_key = key_of(title)
-        if title_key and title_key not in self.direct:
-            self.direct[title_key] = Direct("item", title.strip(), item_id)
+        if title_key and title_key not in direct:
+            direct[title_key] = Direct("item", title.strip(), item_id)
 
     def direct_hit(self, query: str, allowed: np.ndarray) -> tuple[Direct, int] | None:
         """(target, number of allowed items behind it) if the query names a brand, category or item."""
@@ -205,80 +238,78 @@ class SearchState:
 
     # --- live changes -----------------------------------------------------------------------------
     def apply_updates(self, updates: dict[str, dict[str, Any]]) -> None:
-        """Apply item upserts (called by `ServingCatalog.apply_updates`); see the module docstring."""
-        with self._lock:
-            for item_id, fields in updates.items():
-                self._apply_one(str(item_id), fields)
+        """Apply item upserts (called by `ServingCatalog.apply_updates`); see the module docstring.
 
-    def _apply_one(self, item_id: str, fields: dict[str, Any]) -> None:
+        Queries run concurrently and never take the lock, so nothing they read is changed in place:
+        the changes are made on copies (a draft), published by replacing references — arrays and
+        rows first, then the new items' ids, then the direct hits — and only then are the new
+        postings added to the index, so every document a query can find is already described."""
+        with self._lock:
+            draft = _Draft(dict(self.rows), dict(self.new_docs), dict(self.direct), dict(self._brand_docs),
+                           dict(self._brand_of), set(self.live_terms), self.visible.copy(), self.stock.copy(),
+                           self.new_prices.copy())
+            postings = [p for item_id, fields in updates.items()
+                        if (p := self._apply_one(draft, str(item_id), fields)) is not None]
+            self.visible, self.stock, self.new_prices = draft.visible, draft.stock, draft.new_prices
+            self.rows, self.live_terms = draft.rows, draft.live_terms
+            self.new_docs = draft.new_docs
+            self.direct, self._brand_docs, self._brand_of = draft.direct, draft.brand_docs, draft.brand_of
+            for doc, tokens in postings:
+                self.index.upsert(doc, tokens)
+
+    def _apply_one(self, d: "_Draft", item_id: str, fields: dict[str, Any]) -> tuple[int, dict] | None:
+        """Apply one upsert to the draft; returns the document's new postings if its text changed."""
         idx = self.catalog.models.items.get(item_id)
-        fresh = idx is None and item_id not in self.new_docs
+        fresh = idx is None and item_id not in d.new_docs
         if fresh and not {"title", "category"} <= set(fields):
-            return  # the API refuses such a new item; an incomplete row from Redis is ignored too
+            return None  # the API refuses such a new item; an incomplete row from Redis is ignored too
         if idx is not None:
-            doc, before = idx, self.row(idx)
+            doc, before = idx, d.rows.get(idx) or self.row(idx)
         elif not fresh:
-            doc = self.new_docs[item_id]
-            before = self.rows[doc]
+            doc = d.new_docs[item_id]
+            before = d.rows[doc]
         else:
-            doc = self.n_docs()
+            doc = self.n_base + len(d.new_docs)
             before = {c.name: ("" if c.default is None else c.default) for c in ITEMS.columns}
         row = {**before, **{k: v for k, v in fields.items() if v is not None}, "item_id": item_id}
         text_changed = doc >= self.n_base or any(str(row.get(f, "")) != str(before.get(f, "")) for f in TEXT_FIELDS)
-        if text_changed or doc in self.rows:
-            self.rows[doc] = row
-        # order matters for concurrent readers: arrays and row first, then the id, then the postings
-        # (a query's mask must always cover every document id the index can return)
+        if text_changed or doc in d.rows:
+            d.rows[doc] = row
         if fresh:
-            self._grow(doc + 1)
+            d.grow(doc + 1, self.n_base)
+            d.new_docs[item_id] = doc
         if "visible" in fields:
-            self.visible[doc] = _as_bool(fields["visible"])
+            d.visible[doc] = _as_bool(fields["visible"])
         if "stock" in fields:
-            self.stock[doc] = float(fields["stock"])
+            d.stock[doc] = float(fields["stock"])
         if doc >= self.n_base:
-            self.new_prices[doc - self.n_base] = float(row.get("price") or 0.0)
-        if fresh:
-            self.new_docs[item_id] = doc
-        if text_changed:
-            # a new brand or tag becomes one token for queries too
-            self.tokenizer.add_words([str(row.get("brand", ""))] + str(row.get("tags", "")).split(LIST_SEP)
-                                     + str(row.get("category", "")).split(CATEGORY_SEP))
-            tokens = item_fields(row, self.tokenizer)
-            self.live_terms.update(t for toks in tokens.values() for t in toks)
-            self.index.upsert(doc, tokens)
-            self._learn(doc, item_id, str(row.get("title", "")), str(row.get("brand", "")),
-                        str(row.get("category", "")))
-
-    def _grow(self, n: int) -> None:
-        """Make room for new documents (arrays are replaced, never resized in place under readers)."""
-        if n <= len(self.visible):
-            extra = n - self.n_base - len(self.new_prices)
-            if extra > 0:
-                self.new_prices = np.concatenate([self.new_prices, np.zeros(extra)])
-            return
-        size = max(n, int(len(self.visible) * 1.25) + 16)
-        visible, stock = np.zeros(size, dtype=bool), np.zeros(size)
-        visible[: len(self.visible)], stock[: len(self.stock)] = self.visible, self.stock
-        # new items start visible and in stock unless their fields say otherwise
-        visible[len(self.visible):], stock[len(self.stock):] = True, 1.0
-        self.visible, self.stock = visible, stock
-        self.new_prices = np.concatenate([self.new_prices, np.zeros(n - self.n_base - len(self.new_prices))])
+            d.new_prices[doc - self.n_base] = float(row.get("price") or 0.0)
+        if not text_changed:
+            return None
+        # a new brand or tag becomes one token for queries too
+        self.tokenizer.add_words([str(row.get("brand", ""))] + str(row.get("tags", "")).split(LIST_SEP)
+                                 + str(row.get("category", "")).split(CATEGORY_SEP))
+        tokens = item_fields(row, self.tokenizer)
+        d.live_terms.update(t for toks in tokens.values() for t in toks)
+        self._learn(doc, item_id, str(row.get("title", "")), str(row.get("brand", "")), str(row.get("category", "")),
+                    into=d)
+        return doc, tokens
 
     # --- live hot queries -------------------------------------------------------------------------
-    def live_hot(self, fetch: Callable[[], list[tuple[str, float]] | None], max_age_s: float = HOT_TTL_S) -> LiveHot:
-        """The live hot queries, read through `fetch` unless the last read is under `max_age_s` old.
+    def cached_hot(self, max_age_s: float = HOT_TTL_S) -> LiveHot | None:
+        """The last read of the live hot queries if it is under `max_age_s` old, else None.
 
         Suggest reads them on every keystroke, so it reuses a read for `HOT_TTL_S` seconds; the hot
-        list itself (once per page view) reads fresh. `fetch` returns None when Redis is unreachable:
-        `rows` is then None (the caller answers degraded) and the last suggest terms are kept.
-        """
+        list itself (once per page view) reads fresh."""
         hot = self._hot
+        return hot if time.monotonic() - hot.fetched_at < max_age_s else None
+
+    def store_hot(self, rows: list[tuple[str, float]] | None) -> LiveHot:
+        """Keep a new read of the live hot queries; None (Redis unreachable) keeps the last suggest
+        terms and makes `rows` None, so that the caller answers degraded."""
         now = time.monotonic()
-        if now - hot.fetched_at < max_age_s:
-            return hot
-        rows = fetch()
         if rows is None:
-            self._hot = LiveHot(None, hot.index, now)
+            self._hot = LiveHot(None, self._hot.index, now)
         else:
             index = SuggestIndex.of_texts(rows, "hot", self.top_levels) if rows else None
             self._hot = LiveHot(rows, index, now)

@@ -36,7 +36,8 @@ def new_key() -> str:
 
 
 def key_matches(key: str | None, digest: str) -> bool:
-    return key is not None and hmac.compare_digest(hash_key(key), digest)
+    """Whether `key` is the key stored as `digest`; keys shorter than MIN_KEY_LENGTH never are."""
+    return key is not None and len(key) >= MIN_KEY_LENGTH and hmac.compare_digest(hash_key(key), digest)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class ServerConfig:
     apps: dict[str, AppConfig] = field(default_factory=dict)
     #: Report ready while Redis is down (serving degraded on purpose) instead of not ready.
     ready_when_degraded: bool = False
+    #: Larger request bodies are refused with 413 before they are read.
+    max_body_bytes: int = 2 * 1024 * 1024
+    #: A request waits at most this long for its Redis read, then answers degraded.
+    redis_budget_ms: float = 50.0
 
     def app_for_key(self, key: str | None) -> str | None:
         """The app id whose key this is, if any."""
@@ -73,6 +78,13 @@ def _sha(table: dict[str, Any], name: str, where: str, required: bool = True) ->
         return None
     if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
         raise TenancyError(f"{where}.{name}: expected a lowercase hex sha256 (64 characters)")
+    return value
+
+
+def _positive_int(table: dict[str, Any], name: str, default: int, where: str) -> int:
+    value = table.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TenancyError(f"{where}.{name}: expected a whole number >= 1, got {value!r}")
     return value
 
 
@@ -115,12 +127,18 @@ def load_server_config(path: str | Path, redis_url: str | None = None) -> Server
         platform_key_sha256=_sha(server, "platform_key_sha256", f"{path} [server]", required=False),
         apps=apps,
         ready_when_degraded=bool(server.get("ready_when_degraded", False)),
+        max_body_bytes=_positive_int(server, "max_body_bytes", 2 * 1024 * 1024, f"{path} [server]"),
+        redis_budget_ms=float(_positive_int(server, "redis_budget_ms", 50, f"{path} [server]")),
     )
 
 
 def write_server_config(path: Path, apps: dict[str, str], admin_key: str, platform_key: str | None,
                         artifacts: str = "artifacts", seed_data: dict[str, str] | None = None) -> None:
-    """Write a minimal minirec.toml for the given app → key pairs (keys are stored hashed)."""
+    """Write a minimal minirec.toml for the given app → key pairs (keys are stored hashed); keys
+    shorter than MIN_KEY_LENGTH are refused (they would never match)."""
+    for name, key in [*apps.items(), ("admin", admin_key), ("platform", platform_key or "x" * MIN_KEY_LENGTH)]:
+        if len(key) < MIN_KEY_LENGTH:
+            raise TenancyError(f"the {name} key is shorter than {MIN_KEY_LENGTH} characters")
     lines = ["[server]", f'artifacts = "{artifacts}"', 'state_dir = ".minirec-state"',
              "reload_interval_seconds = 2.0", f'admin_key_sha256 = "{hash_key(admin_key)}"']
     if platform_key:

@@ -1,18 +1,20 @@
-"""`POST events`: a batch of user events, validated one by one, logged durably, applied to Redis."""
+"""`POST events`: a batch of user events, validated one by one, logged durably once, applied to Redis."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from features.store import EventRecord
 from serving.deps import AppId, Context
-from serving.schemas import EventIn, EventsIn, EventsOut, Rejected
+from serving.errors import ApiError
+from serving.schemas import ErrorOut, EventIn, EventsIn, EventsOut, Rejected
 
 router = APIRouter(prefix="/v1/apps/{app_id}", tags=["events"])
+log = logging.getLogger("minirec.serving")
 
 
 def _reason(exc: ValidationError) -> str:
@@ -20,12 +22,15 @@ def _reason(exc: ValidationError) -> str:
 
 
 @router.post("/events", response_model=EventsOut, summary="Record a batch of events (idempotent by event_id)",
-             responses={422: {"description": "every event of the batch was rejected"}})
-def post_events(ctx: Context, app_id: AppId, body: EventsIn) -> EventsOut | JSONResponse:
+             responses={422: {"model": ErrorOut, "description": "every event of the batch was rejected"},
+                        503: {"model": ErrorOut, "description": "the event log could not be written: retry"}})
+def post_events(ctx: Context, app_id: AppId, body: EventsIn) -> EventsOut:
     """Valid events are kept even when others in the batch are rejected; the response lists each
-    rejected event with its index and reason. Accepted events are appended to the durable event log
-    (fsync'd before this returns) and then applied to Redis; if Redis is unreachable they stay in the
-    log (`degraded: true`) and reach the models with the next training."""
+    rejected event with its index and reason. Each new event id is claimed in Redis, the new events
+    are appended to the durable event log (fsync'd before this returns) and then applied to Redis,
+    so a retried batch is logged once. If Redis is unreachable every valid event is logged
+    (`degraded: true`; the export keeps the first of each event id) and reaches the models with the
+    next training. If the log cannot be written, nothing is acknowledged: 503, retry."""
     now = time.time()
     loaded = ctx.registry.get(app_id)
     records: list[EventRecord] = []
@@ -44,16 +49,26 @@ def post_events(ctx: Context, app_id: AppId, body: EventsIn) -> EventsOut | JSON
             rejected.append(Rejected(index=index, reason=_reason(exc)))
         except ValueError as exc:
             rejected.append(Rejected(index=index, reason=str(exc)))
-    if records:
-        ctx.eventlog.append(app_id, [{**vars(r), "received": now} for r in records])
-    applied, degraded = ctx.gate.try_run(lambda: ctx.stores[app_id].record(records)) if records else ([], False)
-    accepted = sum(applied) if applied is not None else len(records)
-    duplicates = len(records) - accepted if applied is not None else 0
+    if rejected and not records:
+        raise ApiError(422, "invalid_request", "every event was rejected: " + "; ".join(
+            f"[{r.index}] {r.reason}" for r in rejected[:10]) + (" …" if len(rejected) > 10 else ""))
+    store = ctx.stores[app_id]
+    claimed, degraded = ctx.gate.try_run(lambda: store.claim(records))
+    fresh = records if claimed is None else [r for r, new in zip(records, claimed) if new]
+    try:
+        ctx.eventlog.append(app_id, [{**vars(r), "received": now} for r in fresh])
+    except OSError as exc:
+        log.error("app %s: event log not written (%s); %d events refused", app_id, exc, len(fresh))
+        if claimed is not None:
+            ctx.gate.try_run(lambda: store.release(fresh))
+        raise ApiError(503, "unavailable", "the event log cannot be written right now; nothing was recorded, "
+                                           "retry the batch") from exc
+    if claimed is not None and fresh:
+        _, degraded = ctx.gate.try_run(lambda: store.apply(fresh))
+    accepted = len(fresh)
+    duplicates = len(records) - accepted
     metrics = ctx.metrics.events
     metrics.labels(app=app_id, outcome="accepted").inc(accepted)
     metrics.labels(app=app_id, outcome="duplicate").inc(duplicates)
     metrics.labels(app=app_id, outcome="rejected").inc(len(rejected))
-    out = EventsOut(accepted=accepted, duplicates=duplicates, rejected=rejected, degraded=degraded)
-    if rejected and not records:
-        return JSONResponse(out.model_dump(), status_code=422)
-    return out
+    return EventsOut(accepted=accepted, duplicates=duplicates, rejected=rejected, degraded=degraded)

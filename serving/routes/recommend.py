@@ -28,11 +28,12 @@ N = Annotated[int, Query(ge=1, le=MAX_N, description=f"Items to return (1..{MAX_
 Offset = Annotated[int, Query(ge=0, le=1000, description="Items to skip (stable pagination)")]
 
 
-def user_state(ctx: ServingContext, app_id: str, user_id: str | None) -> tuple[UserState | None, bool]:
-    """The user's real-time state from Redis, or (None, degraded=True) when Redis is unreachable."""
+async def user_state(ctx: ServingContext, app_id: str, user_id: str | None) -> tuple[UserState | None, bool]:
+    """The user's real-time state from Redis, or (None, degraded=True) when Redis is unreachable or
+    slower than the read budget."""
     if not user_id:
         return None, False
-    return ctx.gate.try_run(lambda: ctx.stores[app_id].user_state(user_id))
+    return await ctx.read(lambda: ctx.stores[app_id].user_state(user_id))
 
 
 def respond(loaded: LoadedApp, page: Page, degraded: bool) -> Response:
@@ -48,7 +49,7 @@ def respond(loaded: LoadedApp, page: Page, degraded: bool) -> Response:
 async def home(app: App, user_id: UserId = None, n: N = 20, offset: Offset = 0,
                category: Annotated[str | None, Query(max_length=200, description="Only this category path")] = None
                ) -> Response:
-    state, degraded = user_state(app.ctx, app.app_id, user_id)
+    state, degraded = await user_state(app.ctx, app.app_id, user_id)
     rules = app.ctx.config.apps[app.app_id].scenes["home"]
     page = home_feed(app.loaded, user_id, state, rules, n=n, offset=offset, category=category)
     return respond(app.loaded, page, degraded)
@@ -56,14 +57,14 @@ async def home(app: App, user_id: UserId = None, n: N = 20, offset: Offset = 0,
 
 @router.get("/exclusive", response_model=RecommendationOut, summary="Member-only items the user may see")
 async def exclusive(app: App, user_id: UserId = None, n: N = 20, offset: Offset = 0) -> Response:
-    state, degraded = user_state(app.ctx, app.app_id, user_id)
+    state, degraded = await user_state(app.ctx, app.app_id, user_id)
     rules = app.ctx.config.apps[app.app_id].scenes["exclusive"]
     return respond(app.loaded, exclusive_feed(app.loaded, user_id, state, rules, n=n, offset=offset), degraded)
 
 
 @router.get("/related/{item_id}", response_model=RecommendationOut, summary="Related items for a detail page")
 async def related(app: App, item_id: str, user_id: UserId = None, n: N = 10, offset: Offset = 0) -> Response:
-    state, degraded = user_state(app.ctx, app.app_id, user_id)
+    state, degraded = await user_state(app.ctx, app.app_id, user_id)
     rules = app.ctx.config.apps[app.app_id].scenes["related"]
     page = related_shelf(app.loaded, item_id, user_id, state, rules, n=n, offset=offset)
     return respond(app.loaded, page, degraded)

@@ -20,7 +20,7 @@ from serving.routes.recommend import UserId, user_state
 from serving.search_rank import POOL, SearchParams, search_page
 from serving.search_schemas import (ChipOut, DirectOut, DiscoverOut, HotOut, HotQueryOut, SearchOut, ShadingOut,
                                     SuggestionOut, SuggestOut)
-from serving.search_state import HOT_FETCH, LiveHot, SearchState
+from serving.search_state import HOT_FETCH, HOT_TTL_S, LiveHot, SearchState
 from serving.schemas import ItemOut
 
 router = APIRouter(prefix="/v1/apps/{app_id}/search", tags=["search"])
@@ -52,22 +52,24 @@ def _signals(loaded: LoadedApp, state: UserState | None) -> UserSignals:
     return user_signals(state, category_of, keys)
 
 
-def _search_box_state(ctx: ServingContext, app_id: str, user_id: str | None) -> tuple[UserState | None, bool]:
+async def _search_box_state(ctx: ServingContext, app_id: str, user_id: str | None) -> tuple[UserState | None, bool]:
     """The user's signals for the search box (lighter than the full state), or (None, degraded)."""
     if not user_id:
         return None, False
-    return ctx.gate.try_run(lambda: ctx.stores[app_id].search_box_state(user_id))
+    return await ctx.read(lambda: ctx.stores[app_id].search_box_state(user_id))
 
 
-def _live_hot(ctx: ServingContext, app_id: str, search: SearchState, max_age_s: float | None = None) -> LiveHot:
-    def fetch() -> list[tuple[str, float]] | None:
-        rows, degraded = ctx.gate.try_run(lambda: ctx.stores[app_id].hot_queries(HOT_FETCH))
-        return None if degraded else rows or []
-    return search.live_hot(fetch) if max_age_s is None else search.live_hot(fetch, max_age_s)
+async def _live_hot(ctx: ServingContext, app_id: str, search: SearchState, max_age_s: float = HOT_TTL_S) -> LiveHot:
+    """The live hot queries: the state's cached read if fresh enough, else a new read from Redis."""
+    cached = search.cached_hot(max_age_s)
+    if cached is not None:
+        return cached
+    rows, degraded = await ctx.read(lambda: ctx.stores[app_id].hot_queries(HOT_FETCH))
+    return search.store_hot(None if degraded else rows or [])
 
 
-def _hot_names(ctx: ServingContext, app_id: str, search: SearchState, n: int = 20) -> tuple[list[str], bool]:
-    live = _live_hot(ctx, app_id, search)
+async def _hot_names(ctx: ServingContext, app_id: str, search: SearchState, n: int = 20) -> tuple[list[str], bool]:
+    live = await _live_hot(ctx, app_id, search)
     rows, _ = hot_list(live.rows, search.stats.popular, search.settings, n)
     return [q for q, _ in rows], live.rows is None
 
@@ -93,7 +95,7 @@ async def search(app: App,
     if price_min is not None and price_max is not None and price_min > price_max:
         raise ApiError(422, "invalid_request", f"price_min {price_min} is above price_max {price_max}")
     search_state = _search_state(loaded)
-    state, degraded = user_state(ctx, app_id, user_id)
+    state, degraded = await user_state(ctx, app_id, user_id)
     params = SearchParams(q, n, offset, category, price_min, price_max, in_stock)
     page = search_page(loaded, search_state, user_id, state, _signals(loaded, state), params, search_state.settings,
                        ctx.config.apps[app_id].scenes["search"])
@@ -119,8 +121,8 @@ async def suggest(app: App,
     if not prefix.strip():
         raise ApiError(422, "invalid_request", "prefix is empty: show GET …/search/hot or …/search/shading instead")
     search_state = _search_state(loaded)
-    state, degraded = _search_box_state(ctx, app_id, user_id)
-    live = _live_hot(ctx, app_id, search_state)
+    state, degraded = await _search_box_state(ctx, app_id, user_id)
+    live = await _live_hot(ctx, app_id, search_state)
     indexes = [search_state.suggest] + ([live.index] if live.index is not None else [])
     signals = _signals(loaded, state)
     settings = search_state.settings
@@ -138,7 +140,7 @@ async def hot(app: App,
     ctx, app_id, loaded = app.ctx, app.app_id, app.loaded
     search_state = _search_state(loaded)
     settings = search_state.settings
-    live = _live_hot(ctx, app_id, search_state, max_age_s=0.0)  # once per page view: read fresh
+    live = await _live_hot(ctx, app_id, search_state, max_age_s=0.0)  # once per page view: read fresh
     rows, source = hot_list(live.rows, search_state.stats.popular, settings, n)
     return HotOut(request_id=uuid.uuid4().hex, model_version=loaded.version, degraded=live.rows is None,
                   source=source, items=[HotQueryOut(query=q, score=s) for q, s in rows])
@@ -150,8 +152,8 @@ async def shading_word(app: App, user_id: UserId = None) -> ShadingOut:
     profile interests), else the hottest query."""
     ctx, app_id, loaded = app.ctx, app.app_id, app.loaded
     search_state = _search_state(loaded)
-    state, degraded = _search_box_state(ctx, app_id, user_id)
-    names, hot_degraded = _hot_names(ctx, app_id, search_state)
+    state, degraded = await _search_box_state(ctx, app_id, user_id)
+    names, hot_degraded = await _hot_names(ctx, app_id, search_state)
     found = shading(search_state.stats, _signals(loaded, state), names, search_state.settings)
     query, source, reason = found if found else (None, None, None)
     return ShadingOut(request_id=uuid.uuid4().hex, model_version=loaded.version, degraded=degraded or hot_degraded,
@@ -165,8 +167,8 @@ async def discover_chips(app: App, user_id: UserId = None,
     categories, then hot queries; never the user's own recent queries."""
     ctx, app_id, loaded = app.ctx, app.app_id, app.loaded
     search_state = _search_state(loaded)
-    state, degraded = _search_box_state(ctx, app_id, user_id)
-    names, hot_degraded = _hot_names(ctx, app_id, search_state)
+    state, degraded = await _search_box_state(ctx, app_id, user_id)
+    names, hot_degraded = await _hot_names(ctx, app_id, search_state)
     chips = discover(search_state.stats, _signals(loaded, state), names, search_state.settings, n)
     return DiscoverOut(request_id=uuid.uuid4().hex, model_version=loaded.version, degraded=degraded or hot_degraded,
                        items=[ChipOut(query=q, reason=r) for q, r in chips])
