@@ -331,7 +331,7 @@ def tune_known(val: Validation, finals: Validation, cfg: TrainConfig, budget_sec
         return KnownTuning(_untuned_family(cfg), {}, float("nan"), seconds=round(time.perf_counter() - started, 2),
                            note="the budget ended before a trial completed: training the config's defaults",
                            **common)
-    finalists, per_user = _finals(finals, cfg, completed)
+    finalists, per_user = _finals(finals, cfg, completed, started + budget_seconds)
     winner = max(finalists, key=lambda f: (f.score, -f.trial))
     best = next(t for t in completed if t.number == winner.trial)
     versus = Comparison.of(per_user[winner.trial], finals.popularity_per_user())
@@ -345,8 +345,10 @@ def tune_known(val: Validation, finals: Validation, cfg: TrainConfig, budget_sec
     return KnownTuning(best.family, dict(best.params), best.value, per_user=per_user[winner.trial], **common)
 
 
-def _finals(finals: Validation, cfg: TrainConfig, completed: list[Trial]) -> tuple[list[Finalist], dict]:
-    """Each family's best `FINALISTS_PER_FAMILY` trials refitted on the finals split, best first.
+def _finals(finals: Validation, cfg: TrainConfig, completed: list[Trial],
+            deadline: float) -> tuple[list[Finalist], dict]:
+    """Each family's best trial, then while the budget lasts its next best (up to
+    `FINALISTS_PER_FAMILY`), refitted on the finals split.
 
     Near-ties on the search split are decided by noise (ML-100k: settings 0.004 apart there were 0.007
     apart the other way on the test split), so a few per family go to the finals, not just the best."""
@@ -355,8 +357,12 @@ def _finals(finals: Validation, cfg: TrainConfig, completed: list[Trial]) -> tup
         mine = leaders.setdefault(t.family, [])
         if len(mine) < FINALISTS_PER_FAMILY:
             mine.append(t)
+    by_rank = [t for rank in range(FINALISTS_PER_FAMILY)
+               for t in sorted((m[rank] for m in leaders.values() if len(m) > rank), key=lambda t: -t.value)]
     out, per_user = [], {}
-    for t in sorted((t for mine in leaders.values() for t in mine), key=lambda t: -t.value):
+    for t in by_rank:
+        if t not in (m[0] for m in leaders.values()) and time.perf_counter() > deadline:
+            break  # every family's best is in; the runners-up only while time is left
         t0 = time.perf_counter()
         per_user[t.number] = score_config(finals, cfg, t.family, t.params)
         out.append(Finalist(t.number, t.family, t.value, float(np.mean(per_user[t.number])),

@@ -234,7 +234,10 @@ class BM25Index:
     @property
     def n_docs(self) -> int:
         """Documents addressable by id: the base ones and any added after build (ids may leave gaps)."""
-        docs = self._overlay.docs
+        return self._n_docs(self._overlay)
+
+    def _n_docs(self, overlay: "_Overlay") -> int:
+        docs = overlay.docs
         return max(self.n_base, max(docs) + 1) if docs else self.n_base
 
     def search(self, tokens: Sequence[str], k: int = 10,
@@ -243,13 +246,18 @@ class BM25Index:
 
         Only documents that contain a query term are returned (possibly fewer than k). Tokens repeat
         as in rank-bm25 (a token twice counts twice); unknown tokens add nothing. `candidate_mask`
-        (bool, one entry per doc id, at least `n_docs` long) keeps only the documents marked True.
+        (bool, one entry per doc id, at least the base documents) keeps only the documents marked True;
+        added documents beyond its end came after the caller built it (a live upsert in between) and
+        are left out.
         """
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
         overlay = self._overlay  # one snapshot for the whole query
-        if candidate_mask is not None and len(candidate_mask) < self.n_docs:
-            raise ValueError(f"candidate_mask has {len(candidate_mask)} entries; the index has {self.n_docs} doc ids")
+        n_docs = self._n_docs(overlay)
+        if candidate_mask is not None and len(candidate_mask) < n_docs:
+            if len(candidate_mask) < self.n_base:
+                raise ValueError(f"candidate_mask has {len(candidate_mask)} entries; the index has {n_docs} doc ids")
+            candidate_mask = np.concatenate([candidate_mask, np.zeros(n_docs - len(candidate_mask), dtype=bool)])
         if self.use_kernel and not overlay.postings:
             found = self._search_compiled(tokens, k, overlay.masked, candidate_mask)
             if found is not None:

@@ -25,8 +25,10 @@ from features.redis_conn import open_redis
 from features.store import FeatureStore, StoreError
 from serving.context import ServingContext
 from serving.errors import install_error_handlers
+from serving.schemas import ErrorOut
 from serving.guard import RequestGuard
 from serving.metrics import Metrics
+from serving.ratelimit import SYNC_S
 from serving.registry import ModelRegistry
 from serving.routes import admin, events, health, items, profiles, recommend, search
 from serving.tenancy import ServerConfig, load_server_config
@@ -89,6 +91,13 @@ async def _background(ctx: ServingContext) -> None:
             log.exception("background refresh failed")
 
 
+async def _sync_rate_limits(ctx: ServingContext) -> None:
+    """Share this worker's request counts with the others through Redis, every `SYNC_S`."""
+    while True:
+        await asyncio.sleep(SYNC_S)
+        await asyncio.to_thread(ctx.limiter.sync, not ctx.gate.degraded)
+
+
 def _build_context(config: ServerConfig) -> ServingContext:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     handle = open_redis(config.redis_url, config.state_dir / "redis")
@@ -116,16 +125,21 @@ def create_app(config: ServerConfig | str | Path | None = None) -> FastAPI:
         ctx = await asyncio.to_thread(_build_context, server_config)
         _freeze_heap()
         app.state.ctx = ctx
-        task = asyncio.create_task(_background(ctx))
+        tasks = [asyncio.create_task(_background(ctx)), asyncio.create_task(_sync_rate_limits(ctx))]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             ctx.redis.close()
 
-    app = FastAPI(title="minirec", version="0.1.0", lifespan=lifespan,
+    errors = {status: {"model": ErrorOut, "description": what} for status, what in (
+        (401, "No or unknown API key"), (403, "The key is not for this app or route"),
+        (413, "The body is too large"), (422, "Invalid input: the message says what and where"),
+        (429, "Too many requests for this key (see Retry-After)"), (503, "Redis or a model is not available"))}
+    app = FastAPI(title="minirec", version="0.1.0", lifespan=lifespan, responses=errors,
                   description="Recommendations and search for merchants' mini-programs. Every route under "
                               "/v1/apps/{app_id}/ needs the app's key in X-API-Key.")
     install_error_handlers(app)

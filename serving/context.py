@@ -14,14 +14,16 @@ from features.eventlog import EventLog
 from features.redis_conn import RedisHandle
 from features.store import FeatureStore, StoreError, StoreUnavailable
 from serving.metrics import Metrics
+from serving.ratelimit import RateLimiter
 from serving.registry import LoadedApp, ModelRegistry
 from serving.tenancy import ServerConfig
 
 T = TypeVar("T")
 #: Threads for the requests' Redis reads (a few: each waits on a socket, not on the CPU).
 _READS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="minirec-redis-read")
-#: `/readyz` says not ready when the background loop has not completed a round for this long.
-BACKGROUND_STALE_S = 30.0
+#: `/readyz` says not ready when the background loop has not completed a round for this long (or
+#: for ten of its rounds, if longer).
+BACKGROUND_STALE_S = 3.0
 log = logging.getLogger("minirec.serving")
 
 
@@ -36,16 +38,24 @@ class RedisGate:
     def __init__(self, cooldown: float = 1.0) -> None:
         self.cooldown = cooldown
         self._open_until = 0.0
+        self._slow_until = 0.0
         self.last_error: str | None = None
 
     @property
     def degraded(self) -> bool:
+        """Redis failed within the cooldown: every call is skipped."""
         return time.monotonic() < self._open_until
 
-    def trip(self, reason: str) -> None:
-        """Open the gate: Redis answered, but too slowly to be worth waiting for."""
+    @property
+    def reads_skipped(self) -> bool:
+        """Redis failed or was too slow within the cooldown: requests' reads are skipped (writes,
+        which have no budget to keep, still try)."""
+        return self.degraded or time.monotonic() < self._slow_until
+
+    def trip_slow(self, reason: str) -> None:
+        """Redis answered a read, but too slowly to be worth waiting for: skip reads for a while."""
         self.last_error = reason
-        self._open_until = time.monotonic() + self.cooldown
+        self._slow_until = time.monotonic() + self.cooldown
 
     def run(self, call: Callable[[], T]) -> T:
         """Run a store call; raises StoreUnavailable at once while the gate is open."""
@@ -81,6 +91,7 @@ class ServingContext:
     eventlog: EventLog
     metrics: Metrics
     gate: RedisGate = field(default_factory=RedisGate)
+    limiter: RateLimiter = field(default=None)  # type: ignore[assignment]  # set in __post_init__
     #: Per app, the newest item-update time already applied to the loaded catalog.
     synced_until: dict[str, float] = field(default_factory=dict)
     #: Per app, the items already applied at exactly `synced_until` (Redis ranges are inclusive).
@@ -90,6 +101,10 @@ class ServingContext:
     background_last_ok: float = field(default_factory=time.monotonic)
     background_error: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.limiter is None:
+            self.limiter = RateLimiter(self.redis.client)
+
     async def read(self, call: Callable[[], T]) -> tuple[T | None, bool]:
         """(result, degraded) of a Redis read for a request on the event loop.
 
@@ -98,14 +113,14 @@ class ServingContext:
         event loop, and every request of the worker, /healthz included, would wait behind it. A read
         over the budget answers degraded and opens the gate, so the next requests skip Redis until
         the cooldown ends; the late read finishes in its thread and is dropped."""
-        if self.gate.degraded:
+        if self.gate.reads_skipped:
             return None, True
         budget = self.config.redis_budget_ms / 1000
         future = asyncio.get_running_loop().run_in_executor(_READS, self.gate.try_run, call)
         try:
             return await asyncio.wait_for(future, budget)
         except TimeoutError:
-            self.gate.trip(f"Redis answered slower than the {self.config.redis_budget_ms:.0f} ms budget")
+            self.gate.trip_slow(f"Redis answered slower than the {self.config.redis_budget_ms:.0f} ms budget")
             return None, True
 
     def background_ok(self) -> None:

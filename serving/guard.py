@@ -1,11 +1,13 @@
-"""Checks that run before a request's body is read: the API key of write routes, and the body size.
+"""Checks that run before a route: the rate limit of the request's API key, and — before a body is
+read — the API key of write routes and the body size.
 
 FastAPI parses a body before it resolves a route's dependencies, so without this a client with no
 key could make the server parse 15 MB of JSON, and a key check could only come after. Here:
 - `POST`/`PUT` under `/v1/apps/{app_id}/` without that app's key get 401/403 before any byte of
   the body is read (the platform route needs the platform key the same way);
 - a body larger than `max_body_bytes` gets 413: at once when `Content-Length` says so, or as soon
-  as a streamed body passes the limit.
+  as a streamed body passes the limit;
+- a key over its requests-per-second limit gets 429 with `Retry-After` (`serving/ratelimit.py`).
 """
 
 from __future__ import annotations
@@ -38,10 +40,17 @@ class RequestGuard:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _WRITES:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
         ctx = getattr(getattr(self.owner, "state", None), "ctx", None)
+        if ctx is not None and not self._within_rate(ctx, scope):
+            await _send_error(send, 429, "rate_limited", "too many requests for this API key; retry after a second",
+                              [(b"retry-after", b"1")])
+            return
+        if scope["method"] not in _WRITES:
+            await self.app(scope, receive, send)
+            return
         limit = ctx.config.max_body_bytes if ctx is not None else self.max_body_bytes
         try:
             if ctx is not None:
@@ -53,6 +62,19 @@ class RequestGuard:
             await _send_error(send, exc.status, exc.code, exc.message)
             return
         await self.app(scope, _limited(receive, limit), send)
+
+    @staticmethod
+    def _within_rate(ctx, scope: Scope) -> bool:
+        """Count the request against its key's limit (only valid keys: others get 401 anyway)."""
+        key = _header(scope, b"x-api-key")
+        if not key:
+            return True
+        app_id = ctx.config.app_for_key(key)
+        if app_id is not None:
+            return ctx.limiter.allow(app_id, ctx.config.apps[app_id].rate_limit_per_second)
+        if ctx.config.platform_key_sha256 and key_matches(key, ctx.config.platform_key_sha256):
+            return ctx.limiter.allow("platform", ctx.config.platform_rate_limit_per_second)
+        return True
 
     @staticmethod
     def _check_key(ctx, scope: Scope) -> None:
@@ -86,8 +108,10 @@ def _limited(receive: Receive, limit: int) -> Receive:
     return wrapped
 
 
-async def _send_error(send: Send, status: int, code: str, message: str) -> None:
+async def _send_error(send: Send, status: int, code: str, message: str,
+                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = orjson.dumps(error_body(code, message))
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
     await send({"type": "http.response.body", "body": body})

@@ -19,6 +19,9 @@ from recsys.bundle import check_app_name
 from serving.scenes import SceneRules, parse_scenes
 
 MIN_KEY_LENGTH = 16
+#: Requests per second per API key unless minirec.toml says otherwise: the peak one provider saw
+#: for a whole deployment, so it only stops a runaway client.
+DEFAULT_RATE_LIMIT = 5000
 
 
 class TenancyError(ValueError):
@@ -47,6 +50,8 @@ class AppConfig:
     scenes: dict[str, SceneRules]
     #: Optional data folder whose profiles are loaded into Redis at start (first deployment, demo).
     seed_data: Path | None = None
+    #: Requests per second this app's key may make, over all workers and replicas (0 = no limit).
+    rate_limit_per_second: int = DEFAULT_RATE_LIMIT
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class ServerConfig:
     max_body_bytes: int = 2 * 1024 * 1024
     #: A request waits at most this long for its Redis read, then answers degraded.
     redis_budget_ms: float = 50.0
+    #: Requests per second of the platform's key (platform profile upserts; 0 = no limit).
+    platform_rate_limit_per_second: int = DEFAULT_RATE_LIMIT
 
     def app_for_key(self, key: str | None) -> str | None:
         """The app id whose key this is, if any."""
@@ -78,6 +85,13 @@ def _sha(table: dict[str, Any], name: str, where: str, required: bool = True) ->
         return None
     if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
         raise TenancyError(f"{where}.{name}: expected a lowercase hex sha256 (64 characters)")
+    return value
+
+
+def _count(table: dict[str, Any], name: str, default: int, where: str) -> int:
+    value = table.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TenancyError(f"{where}.{name}: expected a whole number >= 0 (0 = no limit), got {value!r}")
     return value
 
 
@@ -114,6 +128,8 @@ def load_server_config(path: str | Path, redis_url: str | None = None) -> Server
             key_sha256=_sha(table, "api_key_sha256", f"{path} [apps.{app_id}]") or "",
             scenes=parse_scenes(table.get("scenes", {}), f"{path} [apps.{app_id}.scenes]"),
             seed_data=(base / seed) if seed else None,
+            rate_limit_per_second=_count(table, "rate_limit_per_second", DEFAULT_RATE_LIMIT,
+                                         f"{path} [apps.{app_id}]"),
         )
     digests = [a.key_sha256 for a in apps.values()]
     if len(set(digests)) != len(digests):
@@ -129,6 +145,8 @@ def load_server_config(path: str | Path, redis_url: str | None = None) -> Server
         ready_when_degraded=bool(server.get("ready_when_degraded", False)),
         max_body_bytes=_positive_int(server, "max_body_bytes", 2 * 1024 * 1024, f"{path} [server]"),
         redis_budget_ms=float(_positive_int(server, "redis_budget_ms", 50, f"{path} [server]")),
+        platform_rate_limit_per_second=_count(server, "platform_rate_limit_per_second", DEFAULT_RATE_LIMIT,
+                                              f"{path} [server]"),
     )
 
 

@@ -35,7 +35,9 @@ def readyz(ctx: Context, x_api_key: ApiKey = None) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "Prometheus text exposition format"}})
 def metrics(ctx: Context) -> Response:
-    ctx.metrics.degraded.set(1 if ctx.gate.degraded else 0)
+    ctx.metrics.degraded.set(1 if ctx.gate.reads_skipped else 0)
     return Response(ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
