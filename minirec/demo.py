@@ -43,7 +43,8 @@ def run_demo(workdir: Path, users: int, items: int, events: int, port: int = 800
               f"(validation NDCG@{known.k} {known.value:.4f} vs popularity {known.popularity:.4f})")
     for report in result.reports:
         if "skipped" not in report:
-            print(f"\n{report['protocol']} ({report['n_users']} users, model = {report['model_name']})\n{table(report)}")
+            print(f"\n{report['protocol']} ({report['n_users']} users, model = {report['model_name']})\n"
+                  f"{table(report)}")
     print("\n3/4 what the published model serves (the same pipeline as the API, default scene rules)")
     loaded = bundle.open_current(artifacts, APP)
     models = TrainedModels.load(loaded)

@@ -99,7 +99,8 @@ def user_states(data: AppData, user_ids: list[str], history: pd.DataFrame | None
         for user, group in newest.groupby("user_id", sort=False):
             recent[str(user)] = list(zip(group["item_id"], group["event"], group["ts"].astype(float)))
     return [UserState(recent=recent.get(u, []), purchased={i for i, e, _ in recent.get(u, []) if e == "purchase"},
-                      shown={}, clicked=set(), merchant_profile=merchant.get(u, {}), platform_profile=platform.get(u, {}))
+                      shown={}, clicked=set(), merchant_profile=merchant.get(u, {}),
+                      platform_profile=platform.get(u, {}))
             for u in user_ids]
 
 
@@ -213,7 +214,6 @@ def run_evaluation(data: AppData, cfg: TrainConfig, protocol: str, k: int = 10, 
     if protocol == "cold-items":
         assert split.candidate_items is not None
         model, base, truth = _cold_item_recs(models, split.test, split.candidate_items, k)
-        n_users = truth.shape[0]
     else:
         test = split.test
         if protocol in ("stratified", "last-out"):

@@ -52,7 +52,8 @@ def tuning_markdown(tuning: dict[str, Any] | None) -> list[str]:
         parts += ["", f"Known-user model: {len(known['trials'])} trials in {known['seconds']} s (budget "
                       f"{known['budget_seconds']} s) on {known['n_users']} validation users. **Winner: "
                       f"{known['family']}** with validation NDCG@{k} {known['value']:.4f}; popularity "
-                      f"{known['popularity']:.4f}. Popularity half-life: {known['popularity_half_life_days']} days.", ""]
+                      f"{known['popularity']:.4f}. Popularity half-life: "
+                      f"{known['popularity_half_life_days']} days.", ""]
         if known.get("note"):
             parts += [known["note"], ""]
         if known["params"]:
@@ -60,7 +61,8 @@ def tuning_markdown(tuning: dict[str, Any] | None) -> list[str]:
         if known.get("finalists"):
             parts += ["Finals: each family's best refitted on a second validation split (the winner has the best "
                       "mean; the first split flatters what was chosen on it):", "",
-                      f"| family | trial | NDCG@{k} search split | NDCG@{k} second split | seconds |", "|---|---|---|---|---|"]
+                      f"| family | trial | NDCG@{k} search split | NDCG@{k} second split | seconds |",
+                      "|---|---|---|---|---|"]
             parts += [f"| {f['family']} | {f['trial']} | {f['search']:.4f} | {f['final']:.4f} | {f['seconds']} |"
                       for f in known["finalists"]]
             if known.get("gain") is not None:
@@ -77,7 +79,8 @@ def tuning_markdown(tuning: dict[str, Any] | None) -> list[str]:
     if cold:
         k = cold["k"]
         parts += [f"First visits: {len(cold['trials'])} trials in {cold['seconds']} s on {cold['n_users']} held-out "
-                  f"users ({cold.get('folds', 1)} folds); best NDCG@{k} {cold['value']:.4f} (popularity {cold['popularity']:.4f}) with "
+                  f"users ({cold.get('folds', 1)} folds); best NDCG@{k} {cold['value']:.4f} "
+                  f"(popularity {cold['popularity']:.4f}) with "
                   + ", ".join(f"`{p}` = {_fmt(v)}" for p, v in cold["settings"].items()) + "\n"]
     return parts
 
@@ -88,7 +91,8 @@ def gate_markdown(gate: dict[str, Any] | None) -> list[str]:
     verdict = "passed" if gate["passed"] else "**failed**"
     parts = ["## Publish gate\n", f"{verdict} on {gate['n_users']} validation users: new "
              f"{_fmt(gate['new'])}, popularity {_fmt(gate['popularity'])}"
-             + (f", published {gate['published_version']} {_fmt(gate['published'])}" if gate["published_version"] else "")
+             + (f", published {gate['published_version']} {_fmt(gate['published'])}"
+                if gate["published_version"] else "")
              + "\n"]
     parts += [f"- {r}" for r in gate["reasons"]]
     return parts + [""]

@@ -84,16 +84,20 @@ def tune_cold(data: AppData, frame: pd.DataFrame, cfg: TrainConfig, budget_secon
     all_keys = profile_key_table(data.merchant_profiles, data.platform_profiles, cfg.scope_map())
     folds: list[ColdFold] = []
     for split in cold_user_folds(frame, positive_mask(frame, cfg), tcfg.seed, tcfg.cold_folds):
-        try:  # a fold's hybrid may take at most half the budget: the search needs the rest
-            fold = _fold(data, split, cfg, all_keys, started + budget_seconds / 2)
+        # the first fold's hybrid may take three quarters of the budget (trials are cheap next to it);
+        # more folds only while half the budget is left for the search
+        share = 0.75 if not folds else 0.5
+        try:
+            fold = _fold(data, split, cfg, all_keys, started + budget_seconds * share)
         except DeadlineExceeded as exc:
             if folds:
                 break
-            raise TuningSkipped(f"first-visit settings not tuned: the hybrid would not fit in half the budget ({exc})")
+            raise TuningSkipped("first-visit settings not tuned: the hybrid would not fit in three quarters of "
+                                f"the budget ({exc})")
         if fold is None:
             break
         folds.append(fold)
-        if time.perf_counter() - started > budget_seconds / 2:  # keep at least half the budget for the search
+        if time.perf_counter() - started > budget_seconds / 2:
             break
     if not folds:
         raise TuningSkipped(f"first-visit settings not tuned: fewer than {tcfg.min_validation_users} held-out "
@@ -119,7 +123,8 @@ def tune_cold(data: AppData, frame: pd.DataFrame, cfg: TrainConfig, budget_secon
         if "coldstart.fields" in cfg.pinned:
             chosen["coldstart.fields"] = list(cold.fields)
         else:
-            chosen["coldstart.fields"] = [f for f in candidates if trial.suggest_categorical(f"field {f}", [True, False])]
+            chosen["coldstart.fields"] = [f for f in candidates
+                                          if trial.suggest_categorical(f"field {f}", [True, False])]
         return chosen
 
     def score(chosen: dict[str, Any]) -> float:

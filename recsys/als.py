@@ -74,7 +74,8 @@ class ALSModel(Recommender):
             return cls(np.asarray(model.user_factors, dtype=np.float32),
                        np.asarray(model.item_factors, dtype=np.float32), cfg.regularization, cfg.alpha, params)
 
-        callback = None if on_sweep is None else (lambda iteration, _elapsed, _loss: on_sweep(iteration + 1, snapshot()))
+        callback = None if on_sweep is None else (
+            lambda iteration, _elapsed, _loss: on_sweep(iteration + 1, snapshot()))
         model.fit(weight_confidences(user_items, cfg), show_progress=progress, callback=callback)
         return snapshot()
 

@@ -133,9 +133,11 @@ class HybridConfig:
 class ColdStartConfig:
     """First-visit users: profile-neighbour popularity blended with the LightFM hybrid."""
 
-    hybrid_weight: float = doc(1.0, "Share of the hybrid in the blend; the rest is profile-neighbour popularity (0..1). "
-                                    "1.0 suits profiles with interests (synthetic mall), 0.0 demographics only (MovieLens).")
-    fields: list[str] = doc([], "Profile fields of the neighbour kernel (e.g. p.age_band); [] = every single-valued field.")
+    hybrid_weight: float = doc(1.0, "Share of the hybrid in the blend; the rest is profile-neighbour popularity "
+                                    "(0..1). Tuned on held-out users unless pinned: interests favour the hybrid, "
+                                    "demographics alone the kernel.")
+    fields: list[str] = doc([], "Profile fields of the neighbour kernel (e.g. p.age_band); [] = every "
+                                "single-valued field. Tuned unless pinned.")
     field_weights: dict[str, float] = doc({}, "Match weight w_f of categorical fields (default 1.0).")
     power: float = doc(1.5, "Sharpness p of the neighbour weights.")
     bandwidth_scale: float = doc(0.75, "Bandwidth of numeric fields (age bands, tiers) in standard deviations.")

@@ -135,7 +135,8 @@ class ServingContext:
         return time.monotonic() - self.background_last_ok < stale
 
     def background_status(self) -> dict[str, object]:
-        return {"alive": self.background_alive(), "seconds_since_ok": round(time.monotonic() - self.background_last_ok, 1),
+        return {"alive": self.background_alive(),
+                "seconds_since_ok": round(time.monotonic() - self.background_last_ok, 1),
                 "last_error": self.background_error}
 
     def replay_items(self, loaded: LoadedApp) -> None:

@@ -35,7 +35,15 @@ def client_for(shop: Path, workdir: Path, extra: str = "") -> TestClient:
 
 @pytest.fixture
 def client(shop, tmp_path) -> TestClient:
+    """A server of the test's own (for tests that change items, events or settings)."""
     with client_for(shop, tmp_path) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def shared(shop, tmp_path_factory) -> TestClient:
+    """One server for the tests that only read, or write what no other test looks at."""
+    with client_for(shop, tmp_path_factory.mktemp("shared")) as c:
         yield c
 
 
@@ -128,7 +136,7 @@ def test_the_background_loop_survives_an_error_and_readiness_shows_a_stuck_loop(
 
 
 # --- privacy -----------------------------------------------------------------------------------
-def test_no_response_reveals_a_platform_profile_value(client, shop):
+def test_no_response_reveals_a_platform_profile_value(shared, shop):
     """Platform fields may rank, never show: for users with platform profiles, no reason, note or
     chip names their age band, gender, occupation, city tier or region, or speaks of their interests
     (interest values are top-level categories, which item reasons name as the item's own category)."""
@@ -152,7 +160,7 @@ def test_no_response_reveals_a_platform_profile_value(client, shop):
         user = row["user_id"]
         secrets = {str(v) for f in fields if f != "interests" for v in str(row[f]).split("|")
                    if str(v).strip() and str(v) != "nan"}
-        responses = [client.get(path, params={"user_id": user, **params}, headers=H).json() for path, params in (
+        responses = [shared.get(path, params={"user_id": user, **params}, headers=H).json() for path, params in (
             ("/v1/apps/shop/recommend/home", {"n": 30}), ("/v1/apps/shop/recommend/exclusive", {}),
             (f"/v1/apps/shop/recommend/related/{anchor}", {}), ("/v1/apps/shop/search", {"q": query}),
             ("/v1/apps/shop/search", {"q": "送女朋友的礼物"}), ("/v1/apps/shop/search/shading", {}),
@@ -171,12 +179,12 @@ def test_no_response_reveals_a_platform_profile_value(client, shop):
 
 
 # --- readiness and tenancy ---------------------------------------------------------------------
-def test_readiness_without_a_key_says_only_ready_or_not(client):
-    public = client.get("/readyz")
+def test_readiness_without_a_key_says_only_ready_or_not(shared):
+    public = shared.get("/readyz")
     assert public.status_code == 200 and public.json() == {"ready": True}
-    detailed = client.get("/readyz", headers={"X-API-Key": ADMIN_KEY}).json()
+    detailed = shared.get("/readyz", headers={"X-API-Key": ADMIN_KEY}).json()
     assert {a["app_id"] for a in detailed["apps"]} == {"shop", "other"} and detailed["background"]["alive"]
-    assert client.get("/readyz", headers=H).json() == {"ready": True}  # an app key is not the admin key
+    assert shared.get("/readyz", headers=H).json() == {"ready": True}  # an app key is not the admin key
 
 
 ROUTES = [("GET", "/v1/apps/{app}/recommend/home", None), ("GET", "/v1/apps/{app}/recommend/exclusive", None),
@@ -190,10 +198,10 @@ ROUTES = [("GET", "/v1/apps/{app}/recommend/home", None), ("GET", "/v1/apps/{app
 
 
 @pytest.mark.parametrize("method,path,body", ROUTES)
-def test_tenancy_on_every_app_route(client, method, path, body):
+def test_tenancy_on_every_app_route(shared, method, path, body):
     def call(app: str, key: str | None) -> int:
         headers = {"X-API-Key": key} if key else {}
-        return client.request(method, path.format(app=app), json=body, headers=headers).status_code
+        return shared.request(method, path.format(app=app), json=body, headers=headers).status_code
 
     assert call("shop", None) == 401
     assert call("shop", "not-a-key-of-this-server") == 401
@@ -205,29 +213,29 @@ def test_tenancy_on_every_app_route(client, method, path, body):
     assert call("shop", APP_KEY) in (200, 201)
 
 
-def test_admin_and_platform_routes_take_only_their_keys(client):
+def test_admin_and_platform_routes_take_only_their_keys(shared):
     for key, models, platform in ((None, 401, 401), (APP_KEY, 403, 403), (PLATFORM_KEY, 403, 200),
                                   (ADMIN_KEY, 200, 403)):
         headers = {"X-API-Key": key} if key else {}
-        assert client.get("/v1/admin/models", headers=headers).status_code == models, key
-        r = client.put("/v1/platform/users/u9/profile", json={"fields": {"age_band": "25-34"}, "consent": "basic"},
+        assert shared.get("/v1/admin/models", headers=headers).status_code == models, key
+        r = shared.put("/v1/platform/users/u9/profile", json={"fields": {"age_band": "25-34"}, "consent": "basic"},
                        headers=headers)
         assert r.status_code == platform, key
 
 
 # --- hostile and malformed input ---------------------------------------------------------------
-def test_oversize_bodies_get_413_before_they_are_read_and_keys_are_checked_first(client):
+def test_oversize_bodies_get_413_before_they_are_read_and_keys_are_checked_first(shared):
     big = b'{"events": [' + b",".join([b'{"event_id": "x", "user_id": "u", "type": "view"}'] * 300_000) + b"]}"
     assert len(big) > 10_000_000
-    r = client.post("/v1/apps/shop/events", content=big, headers={**H, "Content-Type": "application/json"})
+    r = shared.post("/v1/apps/shop/events", content=big, headers={**H, "Content-Type": "application/json"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
-    r = client.post("/v1/apps/shop/events", content=big, headers={"Content-Type": "application/json"})
+    r = shared.post("/v1/apps/shop/events", content=big, headers={"Content-Type": "application/json"})
     assert r.status_code == 401  # no key: refused before the body is even looked at
 
     def chunks():  # no Content-Length: counted as it streams
         for _ in range(40):
             yield b" " * 100_000
-    r = client.post("/v1/apps/shop/events", content=chunks(), headers={**H, "Content-Type": "application/json"})
+    r = shared.post("/v1/apps/shop/events", content=chunks(), headers={**H, "Content-Type": "application/json"})
     assert r.status_code == 413
 
 
@@ -240,18 +248,18 @@ def test_oversize_bodies_get_413_before_they_are_read_and_keys_are_checked_first
     ("/v1/apps/shop/items/i000001", '{"price": 1e400}'),
     ("/v1/apps/shop/items/i000001", json.dumps({"title": "x" * 500})),
 ])
-def test_malformed_fields_get_422_not_500(client, path, body):
-    r = client.put(path, content=body, headers={**H, "Content-Type": "application/json"})
+def test_malformed_fields_get_422_not_500(shared, path, body):
+    r = shared.put(path, content=body, headers={**H, "Content-Type": "application/json"})
     assert r.status_code == 422, r.text
     assert set(r.json()) == {"error"} and r.json()["error"]["code"] == "invalid_request"
 
 
-def test_events_with_bad_numbers_or_control_characters_are_rejected_one_by_one(client):
+def test_events_with_bad_numbers_or_control_characters_are_rejected_one_by_one(shared):
     events = [{"event_id": "ok-a", "user_id": "u", "type": "view", "item_id": "i000001"},
               {"event_id": "bad\x00id", "user_id": "u", "type": "view", "item_id": "i000001"},
               {"event_id": "bad-ts", "user_id": "u", "type": "view", "item_id": "i000001", "ts": -5},
               {"event_id": "bad-v", "user_id": "u", "type": "purchase", "item_id": "i000001", "value": 1e12}]
-    body = client.post("/v1/apps/shop/events", json={"events": events}, headers=H).json()
+    body = shared.post("/v1/apps/shop/events", json={"events": events}, headers=H).json()
     assert body["accepted"] == 1 and [r["index"] for r in body["rejected"]] == [1, 2, 3]
 
 
@@ -277,7 +285,7 @@ def test_an_unwritable_event_log_answers_503_and_loses_nothing(shop, tmp_path):
 def test_rate_limit_per_key_answers_429_with_retry_after(shop, tmp_path):
     path = tmp_path / "limited"
     path.mkdir()
-    config = server_config(shop, path, None)
+    server_config(shop, path, None)
     config_file = path / "minirec.toml"
     config_file.write_text(config_file.read_text().replace('[apps.shop]', '[apps.shop]\nrate_limit_per_second = 20'))
     with TestClient(create_app(load_server_config(config_file))) as c:

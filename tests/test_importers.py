@@ -198,7 +198,9 @@ def test_amazon_trains_and_evaluates_without_profiles(amazon: tuple[dict, AppDat
     from recsys.config import TrainConfig
     from offline_training.evaluate import evaluate
 
-    report = evaluate(amazon[1], TrainConfig(), "fold-in", progress=False)
+    cfg = TrainConfig()
+    cfg.tuning.budget_seconds, cfg.tuning.budget_seconds_per_million = 10.0, 0.0  # tuning itself is tested elsewhere
+    report = evaluate(amazon[1], cfg, "fold-in", progress=False)
     assert report["n_users"] > 1000
     assert report["model"]["ndcg@10"] > 2 * report["popularity"]["ndcg@10"]
 
@@ -208,4 +210,4 @@ def test_cold_users_is_refused_without_profiles(amazon: tuple[dict, AppData]) ->
     from offline_training.evaluate import evaluate
 
     with pytest.raises(ValueError, match="needs user profiles"):
-        evaluate(amazon[1], TrainConfig(), "cold-users", progress=False)
+        evaluate(amazon[1], TrainConfig(), "cold-users", progress=False, tuning=False)
