@@ -14,8 +14,8 @@ are always tried), then lets TPE explore:
 A value set in the config file is pinned: it is used as written and not searched. Each family has
 its own study and the families share the budget evenly (the next trial goes to the family that has
 used the least time) until those far behind the leader are dropped. ALS trials report their
-validation NDCG between sweeps so that the median pruner stops hopeless ones early, and any trial
-still running at the deadline is stopped. The popularity half-life is chosen on the same split.
+validation NDCG between sweeps so that a percentile pruner stops those in the bottom quarter early,
+and any trial still running at the deadline is stopped. The popularity half-life is chosen on the same split.
 Each family's best is then refitted on a second validation split (other held-out pairs of the same
 training side): the winner has the best mean NDCG over both splits, and is compared with popularity
 on the second split (paired, per-user NDCG): unless its gain there is significant (one-sided 95%),
