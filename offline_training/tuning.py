@@ -18,7 +18,8 @@ validation NDCG between sweeps so that a percentile pruner stops those in the bo
 and any trial still running at the deadline is stopped. The popularity half-life is chosen on the same split.
 Each family's best is then refitted on a second validation split (other held-out pairs of the same
 training side): the winner has the best mean NDCG over both splits, and is compared with popularity
-on the second split (paired, per-user NDCG): unless its gain there is significant (one-sided 95%),
+on the second split (paired, per-user NDCG): unless its gain there is significant (one-sided 95%,
+Bonferroni-corrected for the number of finalists it was picked from),
 the bundle serves popularity to known users.
 """
 
@@ -337,11 +338,12 @@ def tune_known(val: Validation, finals: Validation, cfg: TrainConfig, budget_sec
     versus = Comparison.of(per_user[winner.trial], finals.popularity_per_user())
     common.update(gain=versus.gain, stderr=versus.stderr, seconds=round(time.perf_counter() - started, 2),
                   finalists=[dataclasses.asdict(f) for f in finalists])
-    if not versus.beats:
+    if not versus.beats_among(len(finalists)):
         return KnownTuning("popularity", {}, popularity, note=(
             f"no personalized model beat popularity on this app's validation data (best: {best.family}; on the "
             f"second split NDCG@{val.k} {versus.model:.4f} vs popularity {versus.popularity:.4f}, gain "
-            f"{versus.gain:+.4f} ± {versus.stderr:.4f}, not significant): known users get popularity"), **common)
+            f"{versus.gain:+.4f} ± {versus.stderr:.4f}, not significant among {len(finalists)} finalists): known "
+            "users get popularity"), **common)
     return KnownTuning(best.family, dict(best.params), best.value, per_user=per_user[winner.trial], **common)
 
 
