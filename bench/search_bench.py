@@ -1,7 +1,8 @@
 """`minirec bench search`: our BM25 index against rank-bm25 and bm25s, plus relevance on real data.
 
-Speed. Each corpus is tokenized once with minirec's tokenizer and the same token lists go to all three
-engines. Queries are 1-3 distinct tokens of randomly drawn titles (seeded). Every engine answers the
+Speed. Each corpus is tokenized once with minirec's tokenizer under the default analysis of served
+titles (jieba words, Chinese character bigrams and single characters) and the same token lists go to
+all three engines. Queries are 1-3 distinct tokens of randomly drawn titles (seeded). Every engine answers the
 same queries one at a time on one thread, in alternating blocks of 50 queries per engine (so a
 shared machine's drifting load hits every engine alike); we time each query (query tokens in →
 top-10 out) and report queries/s (queries / total time) and the p50 / p99 latency.
@@ -20,7 +21,8 @@ our k-th best score equals rank-bm25's k-th best. Both rank ties by ascending do
 with score 0 are not results (rank-bm25 pads its top-10 with them when fewer than 10 match).
 
 Relevance. QBQTC dev: corpus = distinct titles, one query per distinct query text, relevant = titles
-with label ≥ 1 (queries without any are skipped): MRR@10 and Recall@10. Cranfield: document = the .W
+with label ≥ 1 (queries without any are skipped): MRR@10 and Recall@10, with jieba words alone
+(k1 1.5, b 0.75: the reference figure) and with the served analysis and BM25 parameters. Cranfield: document = the .W
 field (it repeats the title), queries numbered 1..225 in file order, English tokens lower-cased with a
 33-word stopword list and a plural-only "S" stemmer; MAP over the full ranking (relevant = codes 1-4);
 nDCG@10 with graded gains 5 - code (code 1, "complete answer", gains 4 … code 4 gains 1; -1 is not
@@ -51,7 +53,8 @@ from offline_training.importers import import_amazon_unisrec  # noqa: E402
 from offline_training.synth import generate_mall  # noqa: E402
 from recsys.item_features import catalog_tokenizer  # noqa: E402
 from search.bm25 import BM25Index  # noqa: E402
-from search.tokenizer import Tokenizer  # noqa: E402
+from recsys.config import SearchConfig  # noqa: E402
+from search.tokenizer import Tokenizer, check_analysis  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 K = 10
@@ -62,6 +65,8 @@ BLOCK = 50  # queries per engine per timing round
 STOPWORDS = frozenset("a an and are as at be but by for if in into is it no not of on or such that the their "
                       "then there these they this to was will with".split())
 Tokens = list[str]
+#: The default analysis of titles in served indexes ([search] in the training config).
+TITLE_ANALYSIS = check_analysis(SearchConfig().analysis["title"], "search.analysis.title")
 Searcher = Callable[[Tokens], tuple[np.ndarray, ...]]
 
 
@@ -81,7 +86,14 @@ def synthetic_corpus(n_items: int = 100_000, seed: int = 0) -> list[Tokens]:
     with tempfile.TemporaryDirectory() as tmp:
         generate_mall(Path(tmp) / "mall", users=10, items=n_items, events=10, seed=seed, progress=False)
         items = pd.read_parquet(Path(tmp) / "mall" / "items.parquet")
-    return _cached_tokens(items["title"].tolist(), catalog_tokenizer(items).tokens)
+    return _cached_tokens(items["title"].tolist(), _served_tokens(items))
+
+
+def _served_tokens(items: pd.DataFrame) -> Callable[[str], Tokens]:
+    """The catalog's tokenizer under the default analysis of titles (words, bigrams, characters):
+    what a served index holds, so the speed comparison is on the tokens search really uses."""
+    tokenizer, analysis = catalog_tokenizer(items), TITLE_ANALYSIS
+    return lambda text: tokenizer.tokens(text, analysis)
 
 
 def amazon_corpus(folder: Path) -> list[Tokens]:
@@ -89,7 +101,7 @@ def amazon_corpus(folder: Path) -> list[Tokens]:
     with tempfile.TemporaryDirectory() as tmp:
         import_amazon_unisrec(folder, Path(tmp) / "amazon")
         items = load_data_folder(Path(tmp) / "amazon").items
-    return _cached_tokens(items["title"].tolist(), catalog_tokenizer(items).tokens)
+    return _cached_tokens(items["title"].tolist(), _served_tokens(items))
 
 
 def sample_queries(docs: Sequence[Tokens], n: int, seed: int = 0) -> list[Tokens]:
@@ -206,17 +218,20 @@ def _same_order(ours: tuple[np.ndarray, ...], reference: np.ndarray) -> bool:
 
 
 # ------------------------------------------------------------------------------------ relevance
-def qbqtc_relevance(path: Path) -> dict[str, float]:
-    """MRR@10 and Recall@10 over distinct queries with at least one title labelled ≥ 1."""
+def qbqtc_relevance(path: Path, analysis: tuple[str, ...] = ("words",), k1: float = K1,
+                    b: float = B) -> dict[str, float]:
+    """MRR@10 and Recall@10 over distinct queries with at least one title labelled ≥ 1 (the index
+    alone; `minirec bench relevance` measures the search route)."""
     pairs = pd.read_json(path, lines=True, dtype={"label": int})
     titles = pairs["title"].drop_duplicates().tolist()
     title_id = {t: i for i, t in enumerate(titles)}
     tokenizer = Tokenizer()
-    index = BM25Index.build({"title": _cached_tokens(titles, tokenizer.tokens)}, k1=K1, b=B, epsilon=EPSILON)
+    tokens = _cached_tokens(titles, lambda text: tokenizer.tokens(text, analysis))
+    index = BM25Index.build({"title": tokens}, k1=k1, b=b, epsilon=EPSILON)
     relevant = pairs[pairs["label"] >= 1].groupby("query")["title"].agg(lambda s: {title_id[t] for t in s})
     rr, recall = [], []
     for query, wanted in relevant.items():
-        ids, _ = index.search(tokenizer.tokens(query), K)
+        ids, _ = index.search(tokenizer.tokens(query, analysis), K)
         ranks = [r for r, doc in enumerate(ids.tolist(), 1) if doc in wanted]
         rr.append(1.0 / ranks[0] if ranks else 0.0)
         recall.append(len(ranks) / len(wanted))
@@ -295,7 +310,10 @@ def run_search_bench(json_path: str | Path | None = None, *, data: str | Path = 
                                 docs, sample_queries(docs, n_queries, seed), reference_queries))
     docs = amazon_corpus(data / "amazon-scientific")
     corpora.append(bench_corpus("amazon_scientific", docs, sample_queries(docs, n_queries, seed), reference_queries))
+    served = SearchConfig()
     relevance = {"qbqtc_dev": qbqtc_relevance(data / "qbqtc" / "dev.json"),
+                 "qbqtc_dev_served_analysis": qbqtc_relevance(data / "qbqtc" / "dev.json", TITLE_ANALYSIS,
+                                                              served.k1, served.b),
                  "cranfield": cranfield_relevance(data / "cranfield")}
     _progress(f"relevance: {relevance}")
     result = {"corpora": corpora, "relevance": relevance}

@@ -21,7 +21,9 @@ What it does (issue 3, "Targets"):
    Still in run 2, the same two phases for `GET …/search/suggest` (issue 4): prefixes a user types
    of the mall's logged queries, weighted by how often each was searched: Chinese or ASCII prefixes,
    full-pinyin prefixes and pinyin initials, half of them with a known user's id; then `GET /healthz`
-   again at suggest's half-peak rate, so that both p99s are compared at the same load.
+   again at suggest's half-peak rate, so that both p99s are compared at the same load. The same for
+   `GET …/search` (issue 14): logged queries by how often they were searched, half as typed and half
+   in pinyin, initials, with a homophone or a typo; half with a known user's id.
    Then, with the server otherwise idle, the event-to-feed delay: for a known
    user, GET home, POST a `purchase` of the feed's first item, and poll home until that item is
    gone; the delay is from the start of the POST to the end of the first response without it.
@@ -29,8 +31,9 @@ What it does (issue 3, "Targets"):
    Last, the two phases for `POST …/events` with one event each (impressions, 1 in 5 a click, each
    with a new event_id): what the durable log (fsync, group commit) and Redis updates sustain.
 3. Writes `--json`: `{"bare": {"rps", "p50_ms", "p99_ms"}, "home": {…}, "ratio_home_bare",
-   "event_to_feed_ms": {"p50", "p99"}, "suggest": {…}, "bare_at_suggest_rate": {…}, "events": {…},
-   "ratio_suggest_p99_bare_p99_same_rate", "ratio_suggest_p99_bare_p99"}` where `rps` is
+   "event_to_feed_ms": {"p50", "p99"}, "suggest": {…}, "bare_at_suggest_rate": {…}, "search": {…},
+   "bare_at_search_rate": {…}, "events": {…}, "ratio_suggest_p99_bare_p99_same_rate",
+   "ratio_suggest_p99_bare_p99", "ratio_search_p99_bare_p99_same_rate"}` where `rps` is
    the peak (closed loop) and `p50_ms` /
    `p99_ms` are at half of that peak (open loop) — the numbers the targets are about. Extra keys:
    each run's `peak` and `half_rate` details (with CPU ms per request of server, Redis and load
@@ -626,6 +629,27 @@ def suggest_requests(prep: Prepared, port: int, n: int = 5000, seed: int = 1) ->
     return out
 
 
+def search_requests(prep: Prepared, port: int, n: int = 5000, seed: int = 3) -> list[tuple[str, bytes]]:
+    """`n` pre-encoded search requests (kind = how the query is typed): logged queries drawn by how
+    often they were searched, half as typed, the rest in pinyin, initials, with a homophone or a typo
+    (bench/query_variants.py); half of them with a known user's id."""
+    from bench.query_variants import variant
+
+    rng = np.random.default_rng(seed)
+    texts = list(prep.queries)
+    weights = np.array(list(prep.queries.values()), dtype=float)
+    forms = ("typed", "pinyin", "initials", "homophone", "typo")
+    out = []
+    for q, f in zip(rng.choice(len(texts), size=n, p=weights / weights.sum()),
+                    rng.choice(len(forms), size=n, p=[.5, .2, .1, .1, .1])):
+        query = texts[q] if forms[f] == "typed" else variant(forms[f], texts[q], rng)
+        form = forms[f] if query is not None else "typed"
+        user = f"&user_id={prep.known[int(rng.integers(len(prep.known)))]}" if rng.random() < 0.5 else ""
+        path = f"/v1/apps/{APP}/search?q={urllib.parse.quote(query or texts[q])}&n={PAGE}{user}"
+        out.append((form, encode_get(path, port)))
+    return out
+
+
 def event_requests(prep: Prepared, port: int, n: int, seed: int = 2) -> list[tuple[str, bytes]]:
     """`n` pre-encoded `POST events` requests of one event each (click 1 in 5, else impression) by
     known users, each with its own event_id so none is a duplicate."""
@@ -759,7 +783,7 @@ def run_serve_bench(json_path: str | Path | None, *, workdir: Path, duration_s: 
         result["bare"] = drive(server, [("bare", encode_get("/healthz", server.port, None))],
                                duration_s=duration_s, concurrency=concurrency)
 
-    _progress(f"run 2/2: GET recommend/home (mix {mix}), GET search/suggest, then event-to-feed …")
+    _progress(f"run 2/2: GET recommend/home (mix {mix}), GET search/suggest, GET search, then event-to-feed …")
     with running_server(prep.config, workers, logs / "server-home.log", redis_url) as (server, start2):
         strategies = check_strategies(prep, server.port)
         result["home"] = drive(server, home_requests(prep, server.port, mix), duration_s=duration_s,
@@ -770,6 +794,11 @@ def run_serve_bench(json_path: str | Path | None, *, workdir: Path, duration_s: 
             result["bare_at_suggest_rate"] = at_rate(server, [("bare", encode_get("/healthz", server.port, None))],
                                                      rate=result["suggest"]["half_rate"]["target_rps"],
                                                      duration_s=duration_s, concurrency=concurrency)
+            result["search"] = drive(server, search_requests(prep, server.port), duration_s=duration_s,
+                                     concurrency=concurrency)
+            result["bare_at_search_rate"] = at_rate(server, [("bare", encode_get("/healthz", server.port, None))],
+                                                    rate=result["search"]["half_rate"]["target_rps"],
+                                                    duration_s=duration_s, concurrency=concurrency)
         rng = np.random.default_rng(7)
         picked = rng.choice(prep.known, size=min(2 * trials, len(prep.known)), replace=False).tolist()
         result["event_to_feed_ms"] = event_to_feed(server.port, picked[:trials], "purchase")
@@ -801,6 +830,10 @@ def run_serve_bench(json_path: str | Path | None, *, workdir: Path, duration_s: 
         result["ratio_suggest_p99_bare_p99"] = round(suggest_p99 / bare["p99_ms"], 3)
         result["ratio_suggest_p99_bare_p99_same_rate"] = round(suggest_p99 / result["bare_at_suggest_rate"]["p99_ms"], 3)
         result["targets"]["suggest_p99_le_2x_bare_p99_same_rate"] = result["ratio_suggest_p99_bare_p99_same_rate"] <= 2
+        # issue 14: search (with pinyin, typo and homophone queries) p99 within 3× of bare at its rate
+        result["ratio_search_p99_bare_p99_same_rate"] = round(
+            result["search"]["p99_ms"] / result["bare_at_search_rate"]["p99_ms"], 3)
+        result["targets"]["search_p99_le_3x_bare_p99_same_rate"] = result["ratio_search_p99_bare_p99_same_rate"] <= 3
     result["strategies"] = strategies
     result["setup"] = {
         "mall": prep.info, "workers": workers, "duration_s": duration_s, "concurrency": concurrency,
@@ -819,7 +852,7 @@ def format_table(result: dict[str, Any]) -> str:
     """A readable summary of a `run_serve_bench` result."""
     rows = [f"{'endpoint':<10} {'peak rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'half-rate':>10} "
             f"{'p50 ms':>8} {'p99 ms':>8} {'p99/p50':>8} {'srv cpu ms/req':>15}"]
-    for name in [n for n in ("bare", "home", "suggest", "events") if n in result]:
+    for name in [n for n in ("bare", "home", "suggest", "search", "events") if n in result]:
         r = result[name]
         peak, half = r["peak"], r["half_rate"]
         rows.append(f"{name:<10} {r['rps']:>9.0f} {peak['p50_ms']:>8.2f} {peak['p99_ms']:>8.2f} "

@@ -164,13 +164,15 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--queries", type=int, default=1000, help="queries per corpus (default 1000)")
     search.add_argument("--reference-queries", type=int, default=None,
                         help="how many of the queries rank-bm25 answers (default: all; it is slow)")
-    serve = bsub.add_parser("serve", help="home, suggest and events under load beside a bare endpoint; "
+    serve = bsub.add_parser("serve", help="home, suggest, search and events under load beside a bare endpoint; "
                                           "event-to-feed delay",
                             description="Start the server twice the same way on a synthetic 20k-item mall and drive "
                                         "it from this machine: peak requests/s (closed loop) and p50/p99 at half of "
                                         "each endpoint's peak (open loop) for GET /healthz, recommend/home (known, "
-                                        "first-visit and unknown users) and search/suggest (typed prefixes of logged "
-                                        "queries); then the delay from an event to a changed feed, and "
+                                        "first-visit and unknown users), search/suggest (typed prefixes of logged "
+                                        "queries) and search (logged queries as typed, in pinyin, initials, with "
+                                        "homophones and typos), each search phase beside /healthz at the same rate; "
+                                        "then the delay from an event to a changed feed, and "
                                         "POST events (one new event per request).")
     from bench import serve_bench
     serve_bench.add_arguments(serve)
@@ -181,6 +183,15 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
                                           "and uvicorn/asyncio. Needs py-spy (dev extra) and ptrace permission.")
     from bench import profile_serve
     profile_serve.add_arguments(profile)
+    relevance = bsub.add_parser("relevance", help="search relevance through GET search: QBQTC, the mall's "
+                                                  "held-out searches, their pinyin and typo variants",
+                                description="Train QBQTC's titles and a synthetic mall into bundles, serve them and "
+                                            "measure GET search over HTTP: MRR@10 on QBQTC dev; MRR@10 of the clicked "
+                                            "item on the newest 20%% of the mall's search log (trained on the older "
+                                            "80%%), anonymous and personalized, beside plain BM25 over words; the "
+                                            "same searches typed in pinyin, initials, with homophones and typos.")
+    from bench import search_relevance
+    search_relevance.add_arguments(relevance)
 
 
 def _add_demo_command(sub: argparse._SubParsersAction) -> None:
@@ -365,6 +376,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "profile":
         from bench import profile_serve
         return profile_serve.run_from_args(args)
+    if args.bench_command == "relevance":
+        from bench import search_relevance
+        return search_relevance.run_from_args(args)
     from bench import serve_bench
     return serve_bench.run_from_args(args)
 

@@ -132,7 +132,7 @@ def train(data_dir: str | os.PathLike, artifacts: str | os.PathLike, app: str, *
         gate = None
     with bundle.BundleWriter(artifacts, app) as writer:
         models.save(writer)
-        save_search_index(writer, models.catalog, data.queries)
+        save_search_index(writer, models.catalog, data.queries, cfg.search)
         full_report = {"protocols": reports, "tuning": outcome.to_dict(),
                        "gate": gate.to_dict() if gate else None}
         writer.save_json("report", full_report)

@@ -160,6 +160,20 @@ class RelatedConfig:
 
 
 @dataclass
+class SearchConfig:
+    """The search index built into the bundle (docs/search-relevance.md has the measurements)."""
+
+    analysis: dict[str, list[str]] = doc(
+        {name: ["words", "bigrams", "chars"] for name in ("title", "brand", "category", "tags")},
+        'Per field, a subset of "words" (jieba search mode), "bigrams" (overlapping Chinese character '
+        'pairs) and "chars" (single Chinese characters); queries get every analysis any field uses.')
+    field_weights: dict[str, float] = doc({"title": 1.0, "brand": 1.5, "category": 1.0, "tags": 0.3},
+                                          "Weight of each field's BM25 score in the sum.")
+    k1: float = doc(1.2, "BM25 term-frequency saturation.")
+    b: float = doc(0.75, "BM25 length normalization (0 = none, 1 = full).")
+
+
+@dataclass
 class EvaluateConfig:
     """The evaluation `minirec train` runs for the bundle's report."""
 
@@ -192,6 +206,7 @@ class TrainConfig:
     coldstart: ColdStartConfig = field(default_factory=ColdStartConfig)
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
     related: RelatedConfig = field(default_factory=RelatedConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     platform: PlatformConfig = field(default_factory=PlatformConfig)
 
@@ -299,12 +314,34 @@ def check_config(config: TrainConfig, where: str = "config") -> TrainConfig:
                         ("evaluate.max_users", config.evaluate.max_users)):
         if value < 1:
             problems.append(f"{name}: must be at least 1")
+    problems += _search_problems(config.search)
     bad_protocols = [p for p in config.evaluate.protocols if p not in PROTOCOLS]
     if bad_protocols:
         problems.append(f"evaluate.protocols: unknown {bad_protocols} (choose from {', '.join(PROTOCOLS)})")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
     return config
+
+
+def _search_problems(search: SearchConfig) -> list[str]:
+    from search.item_index import FIELDS
+    from search.tokenizer import check_analysis
+
+    problems = []
+    for name, table in (("search.analysis", search.analysis), ("search.field_weights", search.field_weights)):
+        unknown = set(table) - set(FIELDS)
+        if unknown:
+            problems.append(f"{name}: unknown fields {sorted(unknown)} (fields: {', '.join(FIELDS)})")
+    for name, analysis in search.analysis.items():
+        try:
+            check_analysis(analysis, f"search.analysis.{name}")
+        except ValueError as exc:
+            problems.append(str(exc))
+    if any(not isinstance(w, (int, float)) or not w >= 0 for w in search.field_weights.values()):
+        problems.append("search.field_weights: weights must be at least 0")
+    if not search.k1 >= 0 or not 0 <= search.b <= 1:
+        problems.append(f"search: k1 must be at least 0 and b between 0 and 1 (got k1={search.k1}, b={search.b})")
+    return problems
 
 
 def load_config(path: str | Path | None) -> TrainConfig:

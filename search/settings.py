@@ -3,6 +3,7 @@
     personal_weight = 0.2        # share of the user's affinity in the result score (0 = off)
     blocklist = ["代购", "违禁"]   # queries containing any of these never appear in hot / suggest / discover
     min_coverage = 0.5           # below this share of the query's characters matching the index, fall back
+    interpret = true             # read pinyin, correct typos and homophones (search/interpret.py)
 
 The file sits next to the app's bundles so that operations can edit a blocklist for every replica
 without retraining or restarting; a missing file means the defaults, a broken one is reported and
@@ -33,6 +34,7 @@ class SearchSettings:
     personal_weight: float = 0.2
     blocklist: tuple[str, ...] = ()
     min_coverage: float = 0.5
+    interpret: bool = True
     _blocked_keys: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -41,7 +43,7 @@ class SearchSettings:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], where: str) -> "SearchSettings":
         """Validate a parsed search.toml; raises ValueError naming the bad key."""
-        known = {"personal_weight", "blocklist", "min_coverage"}
+        known = {"personal_weight", "blocklist", "min_coverage", "interpret"}
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
@@ -54,7 +56,10 @@ class SearchSettings:
         words = raw.get("blocklist", [])
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
             raise ValueError(f"{where}: blocklist must be a list of strings")
-        return cls(weight, tuple(words), coverage)
+        interpret = raw.get("interpret", cls.interpret)
+        if not isinstance(interpret, bool):
+            raise ValueError(f"{where}: interpret must be true or false, got {interpret!r}")
+        return cls(weight, tuple(words), coverage, interpret)
 
     def blocked(self, query: str) -> bool:
         """True if the query contains a blocked word (compared without case, width or spaces)."""

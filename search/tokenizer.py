@@ -1,4 +1,15 @@
-"""One tokenizer for item text and queries: jieba search mode for Chinese, whole ASCII words.
+"""One tokenizer for item text and queries: jieba search mode for Chinese, whole ASCII words, and
+optionally the overlapping character bigrams and single characters of each Chinese run.
+
+An *analysis* is a subset of `ANALYSES`:
+- `words`: jieba's search mode (a long word and its dictionary parts: 西门子 → 西门, 门子, 西门子);
+- `bigrams`: overlapping character pairs of each Chinese run (华为手机 → 华为, 为手, 手机), as Lucene's
+  CJK bigram filter and Elasticsearch's `cjk` analyzer do, so a query still matches when jieba
+  segments the query and the title differently (a lone character stays as itself);
+- `chars`: each Chinese character on its own (recall for one-character words and rare names).
+Tokens of different analyses are plain strings in one vocabulary: a bigram equal to a word counts as
+that word again, which weights two-character words up (measured better than keeping them apart, see
+docs/search-relevance.md). ASCII and other words are the same in every analysis.
 
 Text is NFKC-normalized first (full-width letters and digits become half-width) and lower-cased;
 punctuation, symbols, emoji and control characters are dropped (any string is safe to tokenize).
@@ -24,6 +35,18 @@ _RUN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+"
                      r"|[^\W_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+(?:\.[0-9]+)?")
 _CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
+ANALYSES: tuple[str, ...] = ("words", "bigrams", "chars")
+WORDS: tuple[str, ...] = ("words",)
+
+
+def check_analysis(analysis: Iterable[str], where: str) -> tuple[str, ...]:
+    """The analysis as a tuple in canonical order; ValueError naming `where` for an unknown or empty one."""
+    chosen = tuple(analysis)
+    unknown = [a for a in chosen if a not in ANALYSES]
+    if unknown or not chosen:
+        raise ValueError(f"{where}: analysis {list(chosen)} must be a non-empty subset of {list(ANALYSES)}")
+    return tuple(a for a in ANALYSES if a in chosen)
+
 
 def normalize(text: str) -> str:
     """NFKC (full-width → half-width) and lower case."""
@@ -45,12 +68,18 @@ class Tokenizer:
             if word and _CJK_RE.search(word) and " " not in word:
                 self._jieba.add_word(word, freq=100_000)
 
-    def tokens(self, text: str) -> list[str]:
-        """The tokens of `text`, in order, duplicates kept (BM25 counts term frequency)."""
+    def tokens(self, text: str, analysis: tuple[str, ...] = WORDS) -> list[str]:
+        """The tokens of `text` under `analysis` (see the module docstring), duplicates kept (BM25
+        counts term frequency)."""
         out: list[str] = []
         for run in _RUN_RE.findall(normalize(text)):
-            if _CJK_RE.match(run):
-                out.extend(t for t in self._jieba.lcut_for_search(run) if t.strip())
-            else:
+            if not _CJK_RE.match(run):
                 out.append(run)
+                continue
+            if "words" in analysis:
+                out.extend(t for t in self._jieba.lcut_for_search(run) if t.strip())
+            if "bigrams" in analysis:
+                out.extend([run[i:i + 2] for i in range(len(run) - 1)] if len(run) > 1 else [run])
+            if "chars" in analysis and not ("bigrams" in analysis and len(run) == 1):
+                out.extend(run)
         return out

@@ -23,14 +23,16 @@ so pagination is stable and pages are disjoint.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from recsys.user_state import UserState
 from recsys.schema import CATEGORY_SEP
 from search.discovery import UserSignals
+from search.interpret import Reading
 from search.settings import SearchSettings
+from search.suggest import key_of
 from search.tokenizer import normalize
 from recsys.pipeline import Item, Scored, diverse_order, score_user
 from serving.registry import LoadedApp
@@ -51,6 +53,8 @@ class SearchPage:
     direct: tuple[Direct, int] | None
     note: str | None
     total: int
+    reading: Reading | None = None
+    did_you_mean: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -205,32 +209,66 @@ def search_page(app: LoadedApp, state: SearchState, user_id: str | None, user_st
                 rules: SceneRules = DEFAULTS["search"]) -> SearchPage:
     """One page of results for a query (`state` is `app.search`); see the module docstring."""
     mask, note = allowed_mask(state, user_state, params)
-    tokens = state.tokenizer.tokens(params.query)
     direct = state.direct_hit(params.query, mask)
     if note is not None:
         return SearchPage([], "bm25", False, None, note, 0)
+    reading = state.read(params.query) if settings.interpret else None
+    searched = reading.text if reading is not None else params.query
+    tokens = state.query_tokens(searched)
+    words = state.tokenizer.tokens(searched)  # reasons name words, not bigrams
+    # coverage counts words and bigrams, not single characters: every character of a vague need
+    # ("睡不着") is somewhere in a big catalog, and such needs should fall back to categories
+    covering = state.tokenizer.tokens(searched, tuple(a for a in state.query_analysis if a != "chars") or ("words",))
     scored = score_user(app, user_id, user_state) if user_id else None
     personal = scored is not None and scored.strategy != "popularity" and settings.personal_weight > 0
     prices = state.prices()
     docs, bm25 = state.index.search(tokens, k=POOL, candidate_mask=mask) if tokens else (np.zeros(0, np.int64),
                                                                                           np.zeros(0))
-    if len(docs) and coverage(state, tokens) >= settings.min_coverage:
+    if len(docs) and coverage(state, covering) >= settings.min_coverage:
         final, boost, best = bm25.astype(np.float64), np.zeros(len(docs)), float(bm25.max())
         if personal:
             boost = settings.personal_weight * best * _affinity(app, state, scored, docs)
             final = final + boost
         final = _scene_scores(app, state, docs, final, rules, user_id, user_state)
+        if reading is not None and reading.corrected:
+            docs, final, boost = _typed_first(state, params.query, mask, docs, final, boost)
         order = _scene_order(state, docs, final, rules, params)
         page = order[params.offset: params.offset + params.n]
         items = []
         for k in page:
-            reason = _match_reason(state, int(docs[k]), tokens)
+            reason = _match_reason(state, int(docs[k]), words)
             if boost[k] > 0.05 * best:
                 reason += "; picked for you"
             items.append(_item(state, int(docs[k]), final[k], reason, prices))
         strategy = f"bm25+{scored.strategy}" if personal else "bm25"
-        return SearchPage(items, strategy, False, direct, None, len(order))
-    return _fallback(app, state, scored, signals, params, mask, prices, direct, tokens)
+        return SearchPage(items, strategy, False, direct, None, len(order), reading)
+    page = _fallback(app, state, scored, signals, params, mask, prices, direct, tokens)
+    page.reading, page.did_you_mean = reading, state.did_you_mean(params.query)
+    return page
+
+
+def _typed_first(state: SearchState, query: str, mask: np.ndarray, docs: np.ndarray, final: np.ndarray,
+                 boost: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A corrected query's matches with the items that contain the query as typed (every piece of
+    it, spaces aside) added and lifted above all others: exact matches rank above corrected ones."""
+    typed, typed_scores = state.index.search(state.query_tokens(query), k=POOL, candidate_mask=mask)
+    pieces = [key_of(p) for p in normalize(query).split() if key_of(p)]
+    exact = [k for k, doc in enumerate(typed.tolist()) if pieces and all(p in _text_key(state, doc) for p in pieces)]
+    if not exact:
+        return docs, final, boost
+    exact_docs = typed[exact]
+    rest = ~np.isin(docs, exact_docs)
+    floor = float(final[rest][np.isfinite(final[rest])].max()) if rest.any() and np.isfinite(final[rest]).any() else 0.0
+    lifted = typed_scores[exact].astype(np.float64)
+    lifted = lifted - lifted.min() + max(floor, 0.0) + 1.0
+    return (np.concatenate([exact_docs, docs[rest]]), np.concatenate([lifted, final[rest]]),
+            np.concatenate([np.zeros(len(exact_docs)), boost[rest]]))
+
+
+def _text_key(state: SearchState, doc: int) -> str:
+    """The document's searchable text (title, brand, category, tags) in key form (no spaces)."""
+    row = state.row(doc)
+    return "".join(key_of(str(row.get(f, ""))) for f in _FIELD_ORDER)
 
 
 def _fallback(app: LoadedApp, state: SearchState, scored: Scored | None, signals: UserSignals,

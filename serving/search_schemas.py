@@ -20,6 +20,12 @@ class SearchOut(RecommendationOut):
     fallback: bool = Field(description="true: the query matched too little; these are items of the "
                                        "categories closest to it")
     total: int = Field(description="Ranked candidates behind all pages (capped)")
+    interpreted_as: str | None = Field(default=None, description="What was searched when it differs from the "
+                                       "query: pinyin read as words (`hw手机` → `华为 手机`) or a correction")
+    corrected_from: str | None = Field(default=None, description="The query as typed, when a typo or a homophone "
+                                       "was corrected; items matching it as typed still come first")
+    did_you_mean: list[str] = Field(default_factory=list, description="Queries close to this one (by spelling or "
+                                    "pinyin) when it matched too little (`fallback: true`)")
 
 
 class SuggestionOut(BaseModel):

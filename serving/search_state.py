@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rapidfuzz import fuzz, process
 
 from recsys.schema import CATEGORY_SEP, ITEMS, LIST_SEP
 from recsys import bundle
 from recsys.item_features import category_levels
 from search.bm25 import BM25Index
-from search.item_index import QUERIES_NAME, item_fields, load_item_index
+from search.interpret import QueryReader, Reading, ascii_words
+from search.item_index import LEGACY_ANALYSIS, QUERIES_NAME, item_fields, load_item_index, query_analysis
 from search.query_log import QueryStats
 from search.settings import SearchSettings, SettingsFile
 from search.suggest import SuggestIndex, key_of
@@ -93,9 +95,14 @@ class SearchState:
     """Index, tokenizer, query statistics, suggest terms and live item state of one loaded bundle."""
 
     def __init__(self, index: BM25Index, tokenizer: Tokenizer, stats: QueryStats, catalog: ServingCatalog,
-                 settings: SettingsFile) -> None:
+                 settings: SettingsFile, analysis: dict[str, tuple[str, ...]] = LEGACY_ANALYSIS,
+                 words: dict[str, int] | None = None) -> None:
         self.index = index
         self.tokenizer = tokenizer
+        self.analysis = dict(analysis)
+        self.query_analysis = query_analysis(self.analysis)
+        #: the catalog's Chinese words → items having them (pinyin and typo interpretation)
+        self.words = words or {}
         self.stats = stats
         self.catalog = catalog
         self.settings_file = settings
@@ -113,6 +120,9 @@ class SearchState:
         self.live_terms: set[str] = set()  # tokens of live documents (the base has `index.spans`)
         self.top_levels = sorted({c.split(CATEGORY_SEP, 1)[0] for c in catalog.categories})
         self.suggest = SuggestIndex(stats.terms, self.top_levels)
+        self.reader = QueryReader(self.words, ascii_words(index.vocab, np.diff(index.indptr)), tokenizer,
+                                  bigrams="bigrams" in self.query_analysis,
+                                  terms=[(t[0], t[2]) for t in stats.terms if t[1] != "title"])
         self.direct: dict[str, Direct] = {}
         self._brand_docs: dict[str, set[int]] = {}
         self._brand_of: dict[int, str] = {}
@@ -125,11 +135,12 @@ class SearchState:
     def load(cls, loaded: bundle.Bundle, catalog: ServingCatalog) -> "SearchState | None":
         """The search state of a bundle, attached to its catalog's live updates; None for a bundle
         trained before search existed (search routes then answer 503 until the next training)."""
-        index = load_item_index(loaded)
-        if index is None or not loaded.has(f"{QUERIES_NAME}.json"):
+        found = load_item_index(loaded)
+        if found is None or not loaded.has(f"{QUERIES_NAME}.json"):
             return None
+        index, analysis, words = found
         state = cls(index, catalog.tokenizer, QueryStats(loaded.json(QUERIES_NAME)),
-                    catalog, SettingsFile(Path(loaded.path).parent))
+                    catalog, SettingsFile(Path(loaded.path).parent), analysis, words)
         catalog.listeners.append(state.apply_updates)
         return state
 
@@ -198,6 +209,38 @@ class SearchState:
 
     def known_token(self, token: str) -> bool:
         return token in self.index.spans or token in self.live_terms
+
+    def read(self, query: str) -> Reading | None:
+        """The query read as pinyin or corrected (search/interpret.py), None if it is searched as typed."""
+        return self.reader.read(query, self.known_token, self._together)
+
+    def _together(self, text: str, others: list[str]) -> int:
+        """Items (of the trained catalog) having every word of `text` and each of `others`, summed over
+        `others`."""
+        docs = None
+        for word in self.tokenizer.tokens(text) or [text]:
+            found = self._docs_with(word)
+            docs = found if docs is None else np.intersect1d(docs, found, assume_unique=True)
+        return sum(len(np.intersect1d(docs, self._docs_with(o), assume_unique=True)) for o in others)
+
+    def _docs_with(self, token: str) -> np.ndarray:
+        span = self.index.spans.get(token)
+        return np.zeros(0, np.int32) if span is None else np.sort(self.index.postings[span[0]:span[1]])
+
+    def did_you_mean(self, query: str, n: int = 3) -> list[str]:
+        """Up to n suggestion terms (queries, brands, categories) closest to the query in spelling or
+        pinyin (rapidfuzz's ratio of their keys ≥ 60), best first."""
+        key = key_of(query)
+        if not key or not self.suggest.keys:
+            return []
+        found = process.extract(key, self.suggest.keys, scorer=fuzz.ratio, limit=5 * n, score_cutoff=60)
+        order = sorted(found, key=lambda f: (-f[1], -self.suggest.key_weights[f[2]]))
+        texts = dict.fromkeys(self.suggest.texts[int(self.suggest.term_of[f[2]])] for f in order)
+        return [t for t in texts if key_of(t) != key and not self.settings.blocked(t)][:n]
+
+    def query_tokens(self, query: str) -> list[str]:
+        """The query's tokens under the index's analysis (every analysis some field uses)."""
+        return self.tokenizer.tokens(query, self.query_analysis)
 
     # --- candidate masks ----------------------------------------------------------------------
     def n_docs(self) -> int:
@@ -288,7 +331,7 @@ class SearchState:
         # a new brand or tag becomes one token for queries too
         self.tokenizer.add_words([str(row.get("brand", ""))] + str(row.get("tags", "")).split(LIST_SEP)
                                  + str(row.get("category", "")).split(CATEGORY_SEP))
-        tokens = item_fields(row, self.tokenizer)
+        tokens = item_fields(row, self.tokenizer, self.analysis)
         d.live_terms.update(t for toks in tokens.values() for t in toks)
         self._learn(doc, item_id, str(row.get("title", "")), str(row.get("brand", "")), str(row.get("category", "")),
                     into=d)

@@ -70,7 +70,7 @@ def test_anonymous_scores_are_the_bundles_bm25_scores(client, shop, items):
     loaded = client.app.state.ctx.registry.get("shop").search
     reference = BM25Index.load(bundle.open_current(shop / "artifacts", "shop"), INDEX_PREFIX)
     shown = (items["visible"] & (items["stock"] > 0) & (items["audience"] == "")).to_numpy()
-    ids, scores = reference.search(loaded.tokenizer.tokens("华为手机"), k=10, candidate_mask=shown)
+    ids, scores = reference.search(loaded.query_tokens("华为手机"), k=10, candidate_mask=shown)
     assert [i["item_id"] for i in body["items"]] == items["item_id"].to_numpy()[ids].tolist()
     np.testing.assert_allclose([i["score"] for i in body["items"]], scores, atol=1e-6)
     top = body["items"][0]

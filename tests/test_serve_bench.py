@@ -25,7 +25,7 @@ def test_serve_bench_tiny(tmp_path: Path) -> None:
                              trials=5, users=300, items=200, events=8000)
     written = json.loads(out.read_text())
     assert written == json.loads(json.dumps(result))
-    for endpoint in ("bare", "home", "suggest", "events"):
+    for endpoint in ("bare", "home", "suggest", "search", "events"):
         numbers = written[endpoint]
         assert {"rps", "p50_ms", "p99_ms"} <= set(numbers)
         assert numbers["rps"] > 0
@@ -39,6 +39,10 @@ def test_serve_bench_tiny(tmp_path: Path) -> None:
     same = written["bare_at_suggest_rate"]
     assert same["errors"] == 0 and same["target_rps"] == written["suggest"]["half_rate"]["target_rps"]
     assert math.isclose(written["ratio_suggest_p99_bare_p99_same_rate"], written["suggest"]["p99_ms"] / same["p99_ms"],
+                        rel_tol=1e-2)
+    assert {"typed", "pinyin", "initials"} <= set(written["search"]["half_rate"]["by_kind"])
+    at_search = written["bare_at_search_rate"]
+    assert math.isclose(written["ratio_search_p99_bare_p99_same_rate"], written["search"]["p99_ms"] / at_search["p99_ms"],
                         rel_tol=1e-2)
     # every bench event was logged once: no phase repeated an event_id (a duplicate is a cheaper path)
     logged = [json.loads(line)["event_id"] for f in (tmp_path / "work" / ".minirec-state" / "events").rglob("*.jsonl")

@@ -85,9 +85,12 @@ async def search(app: App,
                  price_max: Annotated[float | None, Query(ge=0, description="Highest price")] = None,
                  in_stock: Annotated[bool, Query(description="false also lists visible items that are sold out")] = True,
                  ) -> SearchOut:
-    """BM25 over title, brand, category and tags, personalized for known users; a query that names a
-    brand, category or item exactly also returns `direct`; a vague need falls back to the categories
-    closest to it (`fallback: true`) rather than an empty page."""
+    """BM25 over title, brand, category and tags (words and Chinese character bigrams), personalized
+    for known users. Pinyin is read as the catalog's words (`shouji`, `hw手机` → `interpreted_as`),
+    ASCII typos and Chinese homophones are corrected (`corrected_from`; items matching the query as
+    typed come first); a query that names a brand, category or item exactly also returns `direct`; a
+    vague need falls back to the categories closest to it (`fallback: true`, with `did_you_mean`)
+    rather than an empty page."""
     ctx, app_id, loaded = app.ctx, app.app_id, app.loaded
     if not q.strip():
         raise ApiError(422, "invalid_request", "q is empty: for an empty search box call "
@@ -103,9 +106,12 @@ async def search(app: App,
     if page.direct is not None:
         target, count = page.direct
         direct = DirectOut(type=target.type, name=target.name, target=target.target, count=count)
+    reading = page.reading
     return SearchOut(request_id=uuid.uuid4().hex, model_version=loaded.version, strategy=page.strategy,
                      degraded=degraded, note=page.note, items=[ItemOut(**vars(i)) for i in page.items],
-                     direct=direct, fallback=page.fallback, total=page.total)
+                     direct=direct, fallback=page.fallback, total=page.total,
+                     interpreted_as=reading.text if reading else None,
+                     corrected_from=q if reading and reading.corrected else None, did_you_mean=page.did_you_mean)
 
 
 @router.get("/suggest", response_model=SuggestOut, summary="As-you-type suggestions")
