@@ -14,6 +14,7 @@ other workers at their next sync, about a second later), which calls `apply_upda
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -32,10 +33,13 @@ from search.item_index import LEGACY_ANALYSIS, QUERIES_NAME, item_fields, load_i
 from search.query_log import QueryStats
 from search.settings import SearchSettings, SettingsFile
 from search.suggest import SuggestIndex, key_of
-from search.tokenizer import Tokenizer
+from search.tokenizer import Tokenizer, normalize
 from recsys.catalog import ServingCatalog
 
 TEXT_FIELDS = ("title", "brand", "category", "tags")
+#: The text fields in the order search reasons name them.
+FIELD_ORDER = ("brand", "title", "category", "tags")
+_WHITESPACE = re.compile(r"\s+")
 #: Seconds a live hot list read from Redis is reused (hot, suggest and discovery share it).
 HOT_TTL_S = 2.0
 HOT_FETCH = 200
@@ -129,6 +133,8 @@ class SearchState:
         for i, row in enumerate(cat[["item_id", "title", "brand", "category"]].astype(str).itertuples(index=False)):
             self._learn(i, row.item_id, row.title, row.brand, row.category)
         self._hot = LiveHot(None, None, -HOT_TTL_S)
+        self._normalized: dict[int, dict[str, str]] = {}  # trained documents' normalized fields
+        self._text_keys: dict[int, str] = {}  # and their text without whitespace
         self._lock = threading.Lock()
 
     @classmethod
@@ -206,6 +212,27 @@ class SearchState:
         return {"item_id": cat.ids[doc], "title": str(cat.titles[doc]), "category": str(cat.categories[doc]),
                 "brand": str(cat.brands[doc]), "tags": str(self.tags[doc]),
                 "price": float(cat.prices[doc])}
+
+    def normalized_fields(self, doc: int) -> dict[str, str]:
+        """Brand, title, category and tags of a document, normalized (NFKC, lower case), in the order
+        match reasons name them; cached for trained documents (a live change makes its own row)."""
+        if doc in self.rows:
+            row = self.rows[doc]
+            return {f: normalize(str(row.get(f, ""))) for f in FIELD_ORDER}
+        cached = self._normalized.get(doc)
+        if cached is None:
+            row = self.row(doc)
+            cached = self._normalized[doc] = {f: normalize(str(row.get(f, ""))) for f in FIELD_ORDER}
+        return cached
+
+    def text_key(self, doc: int) -> str:
+        """The document's searchable text without whitespace (exact-match checks of typed queries)."""
+        if doc in self.rows:
+            return "".join(_WHITESPACE.sub("", text) for text in self.normalized_fields(doc).values())
+        cached = self._text_keys.get(doc)
+        if cached is None:
+            cached = self._text_keys[doc] = "".join(_WHITESPACE.sub("", t) for t in self.normalized_fields(doc).values())
+        return cached
 
     def known_token(self, token: str) -> bool:
         return token in self.index.spans or token in self.live_terms
