@@ -252,9 +252,12 @@ def test_interrupted_training_publishes_nothing(trained, mall, tmp_path, sig, st
     log, config = tmp_path / "train.log", tmp_path / "fast.toml"
     config.write_text(FAST_CONFIG)
     with log.open("w") as err:
+        # a shell's background job starts with SIGINT ignored, and Python then keeps ignoring it:
+        # restore the default so the test means the same wherever it runs
         proc = subprocess.Popen([sys.executable, "-m", "minirec.cli", "train", "--data", str(mall), "--out",
                                  str(artifacts), "--app", "shop", "--no-eval", "--config", str(config)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=err)
+                                env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     def reached() -> bool:
         if stage == "tuning":
             return "tuning the known-user model" in log.read_text()
