@@ -14,6 +14,9 @@ analysis, pinyin and typo interpretation, fallbacks, filters of hidden and sold-
   also type them (seeded): full pinyin with and without spaces, pinyin initials, initials mixed
   with characters (`hw手机`), one character replaced by a homophone (same pinyin, as an input
   method's wrong pick), and one edit in ASCII words of five letters or more.
+- **Shading for known users**: for 500 users of the training side, whether their shading query,
+  searched as them, shows an item of their ground-truth interest categories in the top 10, beside
+  the hottest query searched the same way.
 """
 
 from __future__ import annotations
@@ -74,7 +77,8 @@ def reciprocal_rank(ids: Sequence[str], wanted: set[str]) -> tuple[float, float]
 
 @contextlib.contextmanager
 def served(data_dir: Path, workdir: Path, family: str) -> Iterator[Callable[..., dict[str, Any]]]:
-    """Train `data_dir` into workdir/artifacts, serve it, and yield `search(q, user_id=None)`."""
+    """Train `data_dir` into workdir/artifacts, serve it, and yield `get(route, **params)` for the
+    search routes (`get("", q=…)`, `get("/shading", user_id=…)`)."""
     (workdir / "fast.toml").write_text(FAST.format(family=family))
     _progress(f"training {data_dir.name} (search index and a {family} feed, no tuning) …")
     train(data_dir, workdir / "artifacts", APP, config=load_config(workdir / "fast.toml"), progress=False)
@@ -83,17 +87,17 @@ def served(data_dir: Path, workdir: Path, family: str) -> Iterator[Callable[...,
     with running_server(config, 1, workdir / "server.log", None) as (server, _):
         conn = http.client.HTTPConnection(HOST, server.port, timeout=30)
 
-        def search(q: str, user_id: str | None = None) -> dict[str, Any]:
-            params = {"q": q, "n": K} | ({"user_id": user_id} if user_id else {})
-            conn.request("GET", f"/v1/apps/{APP}/search?{urllib.parse.urlencode(params)}", headers={"X-API-Key": KEY})
+        def get(route: str, **params: Any) -> dict[str, Any]:
+            query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+            conn.request("GET", f"/v1/apps/{APP}/search{route}?{query}", headers={"X-API-Key": KEY})
             response = conn.getresponse()
             body = json.loads(response.read())
             if response.status != 200:
-                raise RuntimeError(f"GET search q={q!r} answered {response.status}: {body}")
+                raise RuntimeError(f"GET search{route} {params} answered {response.status}: {body}")
             return body
 
         try:
-            yield search
+            yield get
         finally:
             conn.close()
 
@@ -119,10 +123,10 @@ def qbqtc_folder(path: Path, out: Path, seed: int = 0) -> dict[str, set[str]]:
 def qbqtc_relevance(path: Path, workdir: Path) -> dict[str, Any]:
     relevant = qbqtc_folder(path, workdir / "data")
     rr, recall = [], []
-    with served(workdir / "data", workdir, "popularity") as search:
+    with served(workdir / "data", workdir, "popularity") as get:
         _progress(f"QBQTC: {len(relevant):,} queries through GET search …")
         for query, wanted in relevant.items():
-            body = search(query)
+            body = get("", q=query, n=K)
             r, rec = reciprocal_rank([i["item_id"] for i in body["items"]], wanted)
             rr.append(r)
             recall.append(rec)
@@ -165,7 +169,10 @@ def mall_relevance(workdir: Path, seed: int, users: int, items: int, events: int
     plain = plain_bm25_ranks(workdir / "data", held)
     out["plain_bm25_words"] = round(float(np.mean([reciprocal_rank(r, {c})[0]
                                                   for r, c in zip(plain, held["clicked_item_id"])])), 4)
-    with served(workdir / "data", workdir, "auto") as search:
+    with served(workdir / "data", workdir, "auto") as get:
+        def search(q: str, user_id: str | None = None) -> dict[str, Any]:
+            return get("", q=q, n=K, user_id=user_id)
+
         for who in ("anonymous", "personalized"):
             _progress(f"mall: {len(held):,} held-out searches ({who}) …")
             scores = [reciprocal_rank([i["item_id"] for i in search(q, u if who == "personalized" else None)["items"]],
@@ -185,7 +192,30 @@ def mall_relevance(workdir: Path, seed: int, users: int, items: int, events: int
                                  "ratio": round(float(np.mean(got) / max(np.mean(same), 1e-9)), 3)}
             _progress(f"  {name}: {per_variant[name]}")
         out["variants_anonymous"] = per_variant
+        out["shading"] = shading_hits(get, workdir, seed)
+        _progress(f"  shading: {out['shading']}")
     return out
+
+
+def shading_hits(get: Callable[..., dict[str, Any]], workdir: Path, seed: int, n_users: int = 500) -> dict[str, Any]:
+    """Share of known users (sampled from the training side) whose shading query, searched as them,
+    shows at least one item of their ground-truth interest categories in the top 10, beside the same
+    for the hottest query."""
+    truth = pd.read_parquet(workdir / "mall" / "ground_truth.parquet").set_index("user_id")["interests"]
+    trained = pd.read_parquet(workdir / "data" / "interactions.parquet")["user_id"].drop_duplicates()
+    users = trained.sample(min(n_users, len(trained)), random_state=seed).tolist()
+    hot = get("/hot", n=1)["items"]
+    hits = {"shading": 0, "hot": 0}
+    sources: dict[str, int] = {}
+    for user in users:
+        wanted = set(str(truth.get(user, "")).split("|")) - {""}
+        shading = get("/shading", user_id=user)
+        sources[str(shading["source"])] = sources.get(str(shading["source"]), 0) + 1
+        for name, query in (("shading", shading["query"]), ("hot", hot[0]["query"] if hot else None)):
+            items = get("", q=query, n=K, user_id=user)["items"] if query else []
+            hits[name] += any(i["category"].split("/", 1)[0] in wanted for i in items)
+    return {"users": len(users), "shading_hit_rate": round(hits["shading"] / len(users), 4),
+            "hot_hit_rate": round(hits["hot"] / len(users), 4), "shading_sources": sources}
 
 
 # ------------------------------------------------------------------------------------ entry points

@@ -1,7 +1,8 @@
 """Shading words (the greyed-out default query) and search-discovery chips, from the user's signals.
 
 Both read the same signals: the categories of the user's recent events (Redis), the user's recent
-queries (Redis) and the interests in their profiles (consent applied), and the training log's
+queries (Redis), the strongest categories of a known user's training history (what the models know
+before any event of this session), the interests in their profiles (consent applied), and the training log's
 query statistics (category → queries people clicked into it, query → queries searched with it).
 Hot queries fill in when the user gives us nothing.
 """
@@ -25,25 +26,28 @@ class UserSignals:
     recent_queries: list[str] = field(default_factory=list)  # newest first, normalized
     categories: list[str] = field(default_factory=list)  # category paths of recent events, most recent first
     interests: list[str] = field(default_factory=list)  # top-level categories from the profiles
+    modelled: list[str] = field(default_factory=list)  # category paths of the training history, strongest first
 
     def top_levels(self) -> list[str]:
         """Top-level categories the user cares about, strongest signal first."""
-        tops = [c.split(CATEGORY_SEP, 1)[0] for c in self.categories] + self.interests
+        tops = [c.split(CATEGORY_SEP, 1)[0] for c in self.categories + self.modelled] + self.interests
         return list(dict.fromkeys(t for t in tops if t))
 
 
 def user_signals(state: UserState | None, category_of: Callable[[str], str | None],
-                 profile_keys: Sequence[str]) -> UserSignals:
+                 profile_keys: Sequence[str], modelled: Sequence[str] = ()) -> UserSignals:
     """Signals from a user's real-time state; `category_of` maps an item id to its category path,
-    `profile_keys` are the user's consented profile keys (`p.interests=美妆`)."""
+    `profile_keys` are the user's consented profile keys (`p.interests=美妆`), `modelled` the
+    strongest categories of the user's training history (known users)."""
     if state is None:
-        return UserSignals()
+        return UserSignals(modelled=list(modelled))
     categories = [c for item, _event, _ts in state.recent if (c := category_of(item))]
     interests = [value for key in profile_keys for name, _, value in [key.partition("=")]
                  if name.rsplit(".", 1)[-1] == "interests"]
     interests = [v.strip() for value in interests for v in value.split(LIST_SEP) if v.strip()]
     queries = [normalize_query(q) for q in state.recent_queries if q.strip()]
-    return UserSignals(list(dict.fromkeys(queries)), list(dict.fromkeys(categories)), list(dict.fromkeys(interests)))
+    return UserSignals(list(dict.fromkeys(queries)), list(dict.fromkeys(categories)), list(dict.fromkeys(interests)),
+                       list(modelled))
 
 
 def _leaf(path: str) -> str:
@@ -59,8 +63,8 @@ def shading(stats: QueryStats, signals: UserSignals, hot: Sequence[str],
     """(query, source, reason) for an empty search box, or None when there is nothing to suggest.
 
     Order: the category of the user's latest events (the query people search most for it, else its
-    name), a query searched together with the user's latest query, the profile's interests, then
-    the hottest query.
+    name), a query searched together with the user's latest query, the strongest categories of the
+    user's training history (known users), the profile's interests, then the hottest query.
     """
     avoid = set(signals.recent_queries[:1])  # do not echo what the user just searched
     for path in signals.categories[:3]:
@@ -71,6 +75,10 @@ def shading(stats: QueryStats, signals: UserSignals, hot: Sequence[str],
         query = _first_allowed([p for p, _ in stats.related.get(last, [])], settings, avoid)
         if query:
             return query, "queries", f"searched with {last}"
+    for path in signals.modelled[:3]:  # the app's own past events: may be named
+        query = _first_allowed([*stats.by_category.get(path, []), _leaf(path)], settings, avoid)
+        if query:
+            return query, "history", f"you often look at {path}"
     for top in signals.interests:  # from the profiles: used, never named (the platform's are not the app's)
         query = _first_allowed([*stats.by_category.get(top, []), top], settings, avoid)
         if query:
@@ -86,7 +94,8 @@ def discover(stats: QueryStats, signals: UserSignals, hot: Sequence[str], settin
     """Up to n (query, reason) chips: queries searched with the user's recent ones, then queries of
     the user's interest categories, then hot queries; never the user's own recent queries."""
     related = [(p, f"searched with {q}") for q in signals.recent_queries[:5] for p, _ in stats.related.get(q, [])]
-    own = signals.categories[:5] + [c.split(CATEGORY_SEP, 1)[0] for c in signals.categories]
+    own = signals.categories[:5] + signals.modelled[:5] + [
+        c.split(CATEGORY_SEP, 1)[0] for c in signals.categories + signals.modelled]
     paths = [(c, f"popular in {c}") for c in own] + [(c, "picked for you") for c in signals.interests]
     by_interest = [(q, why) for c, why in dict.fromkeys(paths) for q in stats.by_category.get(c, [])[:5]]
     hottest = [(q, "hot search") for q in hot]

@@ -59,7 +59,7 @@ class ShadingOut(BaseModel):
     model_version: str
     degraded: bool
     query: str | None = Field(description="Grey default query for the empty box (null: show none)")
-    source: str | None = Field(default=None, description="events | queries | profile | hot")
+    source: str | None = Field(default=None, description="events | queries | history | profile | hot")
     reason: str | None = None
 
 

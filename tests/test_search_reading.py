@@ -119,8 +119,13 @@ def test_homophones_only_where_the_catalog_never_saw_the_characters(reader):
 
 # ------------------------------------------------------------------------------------ route
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, external_redis) -> Iterator[TestClient]:
-    root = build_app(tmp_path_factory.mktemp("reading-shop"))
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_app(tmp_path_factory.mktemp("reading-shop"))
+
+
+@pytest.fixture(scope="module")
+def client(shop: Path, tmp_path_factory: pytest.TempPathFactory, external_redis) -> Iterator[TestClient]:
+    root = shop
     external_redis.client.flushdb()
     with TestClient(create_app(server_config(root, tmp_path_factory.mktemp("reading-state"), EXTERNAL_URL))) as c:
         yield c
@@ -163,6 +168,21 @@ def test_no_good_match_offers_did_you_mean(client):
     body = search(client, q="huaweii", n=5)
     assert body["fallback"] is True and "华为" in body["did_you_mean"]
     assert search(client, q="华为", n=5)["did_you_mean"] == []
+
+
+def test_a_known_users_shading_comes_from_their_history_before_any_live_event(client, shop):
+    """Issue 11: with nothing in Redis for the user, shading still knows what the models know."""
+    events = pd.read_parquet(shop / "data" / "interactions.parquet")
+    items = pd.read_parquet(shop / "data" / "items.parquet").set_index("item_id")["category"]
+    user = events["user_id"].value_counts().index[0]
+    seen = set(items[events.loc[events["user_id"] == user, "item_id"]])
+    body = client.get("/v1/apps/shop/search/shading", params={"user_id": user}, headers=H).json()
+    assert body["source"] == "history" and body["reason"].startswith("you often look at ")
+    assert body["reason"].removeprefix("you often look at ") in seen
+    chips = client.get("/v1/apps/shop/search/discover", params={"user_id": user}, headers=H).json()["items"]
+    assert any(c["reason"].startswith("popular in ") for c in chips)
+    anonymous = client.get("/v1/apps/shop/search/shading", headers=H).json()
+    assert anonymous["source"] == "hot"
 
 
 def test_reading_can_be_switched_off_per_app(client, tmp_path):

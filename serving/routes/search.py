@@ -38,7 +38,7 @@ def _search_state(loaded: LoadedApp) -> SearchState:
     return loaded.search
 
 
-def _signals(loaded: LoadedApp, state: UserState | None) -> UserSignals:
+def _signals(loaded: LoadedApp, state: UserState | None, user_id: str | None) -> UserSignals:
     """The user's search signals: categories of recent events, recent queries, profile interests."""
     search = loaded.search
 
@@ -50,7 +50,21 @@ def _signals(loaded: LoadedApp, state: UserState | None) -> UserSignals:
         return str(search.rows[doc]["category"]) if doc is not None else None
 
     keys = profile_keys(state.merchant_profile, state.platform_profile, loaded.scopes) if state else []
-    return user_signals(state, category_of, keys)
+    return user_signals(state, category_of, keys, modelled_categories(loaded, user_id))
+
+
+def modelled_categories(loaded: LoadedApp, user_id: str | None, n: int = 5) -> list[str]:
+    """A known user's strongest categories in the training data (the app's own events, weighted as
+    the models weigh them), so shading and discovery know them before any event of this session."""
+    user = loaded.models.users.get(user_id) if user_id else None
+    if user is None:
+        return []
+    items, weights = loaded.models.history(user)
+    totals: dict[str, float] = {}
+    for item, weight in zip(items.tolist(), weights.tolist()):
+        path = str(loaded.catalog.categories[item])
+        totals[path] = totals.get(path, 0.0) + weight
+    return sorted(totals, key=lambda path: (-totals[path], path))[:n]
 
 
 async def _search_box_state(ctx: ServingContext, app_id: str, user_id: str | None) -> tuple[UserState | None, bool]:
@@ -101,7 +115,7 @@ async def search(app: App,
     search_state = _search_state(loaded)
     state, degraded = await user_state(ctx, app_id, user_id)
     params = SearchParams(q, n, offset, category, price_min, price_max, in_stock)
-    page = search_page(loaded, search_state, user_id, state, _signals(loaded, state), params, search_state.settings,
+    page = search_page(loaded, search_state, user_id, state, _signals(loaded, state, user_id), params, search_state.settings,
                        ctx.config.apps[app_id].scenes["search"])
     direct = None
     if page.direct is not None:
@@ -134,7 +148,7 @@ async def suggest(app: App,
     state, degraded = await _search_box_state(ctx, app_id, user_id)
     live = await _live_hot(ctx, app_id, search_state)
     indexes = [search_state.suggest] + ([live.index] if live.index is not None else [])
-    signals = _signals(loaded, state)
+    signals = _signals(loaded, state, user_id)
     settings = search_state.settings
     found = suggest_terms(prefix, indexes, n + len(settings.blocklist), signals.recent_queries, signals.top_levels())
     allowed = [s for s in found if not settings.blocked(s.text)][:n]
@@ -164,7 +178,7 @@ async def shading_word(app: App, user_id: UserId = None) -> ShadingOut:
     search_state = _search_state(loaded)
     state, degraded = await _search_box_state(ctx, app_id, user_id)
     names, hot_degraded = await _hot_names(ctx, app_id, search_state)
-    found = shading(search_state.stats, _signals(loaded, state), names, search_state.settings)
+    found = shading(search_state.stats, _signals(loaded, state, user_id), names, search_state.settings)
     query, source, reason = found if found else (None, None, None)
     return ShadingOut(request_id=uuid.uuid4().hex, model_version=loaded.version, degraded=degraded or hot_degraded,
                       query=query, source=source, reason=reason)
@@ -179,6 +193,6 @@ async def discover_chips(app: App, user_id: UserId = None,
     search_state = _search_state(loaded)
     state, degraded = await _search_box_state(ctx, app_id, user_id)
     names, hot_degraded = await _hot_names(ctx, app_id, search_state)
-    chips = discover(search_state.stats, _signals(loaded, state), names, search_state.settings, n)
+    chips = discover(search_state.stats, _signals(loaded, state, user_id), names, search_state.settings, n)
     return DiscoverOut(request_id=uuid.uuid4().hex, model_version=loaded.version, degraded=degraded or hot_degraded,
                        items=[ChipOut(query=q, reason=r) for q, r in chips])
