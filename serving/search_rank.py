@@ -1,5 +1,10 @@
 """Search result pages: BM25 over the allowed items, personal re-ranking, direct hits, fuzzy fallback.
 
+The query is first read as the shopper meant it (search/interpret.py: pinyin, typos, homophones;
+`interpret` in search.toml), and that reading is what is searched; after a correction, items that
+contain the query exactly as typed are lifted above every corrected match. A query that falls back
+also gets `did_you_mean` (suggestion terms closest to it in spelling or pinyin).
+
 Score of a result (`strategy` says which applied):
 - `bm25`: anonymous visitors and users we know nothing about get the BM25 score itself;
 - `bm25+<path>`: BM25 blended with the user's affinity from the recommendation models (`score_user`,
@@ -263,7 +268,6 @@ def _typed_first(state: SearchState, query: str, mask: np.ndarray, docs: np.ndar
     lifted = lifted - lifted.min() + max(floor, 0.0) + 1.0
     return (np.concatenate([exact_docs, docs[rest]]), np.concatenate([lifted, final[rest]]),
             np.concatenate([np.zeros(len(exact_docs)), boost[rest]]))
-
 
 
 def _fallback(app: LoadedApp, state: SearchState, scored: Scored | None, signals: UserSignals,
