@@ -59,7 +59,7 @@ def _tokenizer() -> Tokenizer:
 
 def _mixed(query: str) -> str | None:
     """The first Chinese word as pinyin initials, the rest as typed (华为手机 → hw手机)."""
-    words = _tokenizer()._jieba.lcut(query)
+    words = _tokenizer().segment(query)
     first = next((k for k, w in enumerate(words) if _CJK.match(w)), None)
     if first is None or len(words) < 2 or len(words[first]) < 2:
         return None

@@ -263,7 +263,6 @@ class QueryReader:
         syllables = lazy_pinyin(run)
         if len(syllables) != n:
             return [run], False
-        freq = self._tokenizer._jieba.FREQ
         # best[i] = (words, corrections, -items, words list)
         best: list[tuple[int, int, int, list[str]] | None] = [None] * (n + 1)
         best[0] = (0, 0, 0, [])
@@ -274,7 +273,7 @@ class QueryReader:
                 typed = run[j:i]
                 options = []
                 seen = self.bigrams and all(known(typed[m:m + 2]) for m in range(len(typed) - 1))
-                if i - j == 1 or typed in self._words or freq.get(typed) or seen:
+                if i - j == 1 or typed in self._words or seen or self._tokenizer.is_dictionary_word(typed):
                     options.append((typed, 0, 0))
                 elif i - j >= 2:
                     found = self.sounds.get(" ".join(syllables[j:i]))

@@ -68,6 +68,14 @@ class Tokenizer:
             if word and _CJK_RE.search(word) and " " not in word:
                 self._jieba.add_word(word, freq=100_000)
 
+    def is_dictionary_word(self, text: str) -> bool:
+        """Whether jieba's dictionary (with the app's words) has `text` as a word."""
+        return bool(self._jieba.FREQ.get(text))
+
+    def segment(self, text: str) -> list[str]:
+        """jieba's precise segmentation of a text (each character in exactly one word)."""
+        return self._jieba.lcut(text)
+
     def tokens(self, text: str, analysis: tuple[str, ...] = WORDS) -> list[str]:
         """The tokens of `text` under `analysis` (see the module docstring), duplicates kept (BM25
         counts term frequency)."""

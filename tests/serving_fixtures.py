@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+
+from recsys import bundle
 
 from recsys.config import load_config
 from offline_training.synth import generate_mall
@@ -38,6 +41,17 @@ def build_app(root: Path, family: str = "als") -> Path:
     train(root / "data", root / "artifacts", "shop", config=load_config(root / "fast.toml"), progress=False)
     shutil.copytree(root / "artifacts" / "shop", root / "artifacts" / "other")  # a second tenant
     return root
+
+
+def copy_as_new_version(artifacts: Path, app: str, source: str) -> str:
+    """Copy bundle `source` of `app` to a new version (its manifest renamed to match); returns the
+    new version, not yet published."""
+    version = bundle.new_version()
+    shutil.copytree(artifacts / app / source, artifacts / app / version)
+    manifest = json.loads((artifacts / app / version / "manifest.json").read_text())
+    manifest["version"] = version
+    (artifacts / app / version / "manifest.json").write_text(json.dumps(manifest))
+    return version
 
 
 def server_config(root: Path, workdir: Path, redis_url: str | None, scenes: str = "") -> ServerConfig:

@@ -19,7 +19,8 @@ from features.redis_conn import redact_url
 from recsys import bundle
 from serving.app import create_app
 from serving.tenancy import TenancyError, load_server_config, write_server_config
-from tests.serving_fixtures import ADMIN_KEY, APP_KEY, OTHER_KEY, PLATFORM_KEY, build_app, server_config
+from tests.serving_fixtures import (ADMIN_KEY, APP_KEY, OTHER_KEY, PLATFORM_KEY, build_app, copy_as_new_version,
+                                    server_config)
 
 H = {"X-API-Key": APP_KEY}
 
@@ -98,12 +99,7 @@ def test_a_reload_replays_live_changes_before_the_new_bundle_serves(shop, tmp_pa
     with TestClient(create_app(server_config(root, workdir, None))) as c:
         top = sorted(home_ids(c, n=10))[0]
         assert c.put(f"/v1/apps/shop/items/{top}", json={"visible": False}, headers=H).status_code == 200
-        current = bundle.current_version(artifacts, "shop")
-        newer = bundle.new_version()
-        shutil.copytree(artifacts / "shop" / current, artifacts / "shop" / newer)
-        manifest = json.loads((artifacts / "shop" / newer / "manifest.json").read_text())
-        manifest["version"] = newer
-        (artifacts / "shop" / newer / "manifest.json").write_text(json.dumps(manifest))
+        newer = copy_as_new_version(artifacts, "shop", bundle.current_version(artifacts, "shop"))
         bundle.publish(artifacts, "shop", newer)
         assert c.post("/v1/admin/models/reload", headers={"X-API-Key": ADMIN_KEY}).status_code == 200
         body = c.get("/v1/apps/shop/recommend/home", params={"n": 100}, headers=H).json()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from pathlib import Path
 
@@ -14,7 +12,8 @@ from fastapi.testclient import TestClient
 from recsys import bundle
 from serving.app import create_app
 from tests.redis_fixtures import EXTERNAL_URL
-from tests.serving_fixtures import ADMIN_KEY, APP_KEY, OTHER_KEY, PLATFORM_KEY, build_app, server_config
+from tests.serving_fixtures import (ADMIN_KEY, APP_KEY, OTHER_KEY, PLATFORM_KEY, build_app, copy_as_new_version,
+                                    server_config)
 
 H = {"X-API-Key": APP_KEY}
 
@@ -229,18 +228,11 @@ def test_hot_reload_and_corrupt_bundle_refused(shop, tmp_path):
     with client_for(shop, tmp_path) as c:
         admin = {"X-API-Key": ADMIN_KEY}
         before = home(c)["model_version"]
-        fresh = bundle.new_version()
-        shutil.copytree(artifacts / "shop" / before, artifacts / "shop" / fresh)
-        manifest = json.loads((artifacts / "shop" / fresh / "manifest.json").read_text())
-        manifest["version"] = fresh
-        (artifacts / "shop" / fresh / "manifest.json").write_text(json.dumps(manifest))
+        fresh = copy_as_new_version(artifacts, "shop", before)
         bundle.publish(artifacts, "shop", fresh)
         assert "shop" in c.post("/v1/admin/models/reload", headers=admin).json()["changed"]
         assert home(c)["model_version"] == fresh
-        broken = bundle.new_version()
-        shutil.copytree(artifacts / "shop" / fresh, artifacts / "shop" / broken)
-        manifest["version"] = broken
-        (artifacts / "shop" / broken / "manifest.json").write_text(json.dumps(manifest))
+        broken = copy_as_new_version(artifacts, "shop", fresh)
         (artifacts / "shop" / broken / "als_item_factors.npy").write_bytes(b"garbage")
         (artifacts / "shop" / "current").write_text(broken + "\n")  # published behind verify's back
         assert c.post("/v1/admin/models/reload", headers=admin).json()["changed"] == []
