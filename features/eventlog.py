@@ -2,7 +2,8 @@
 
 Layout: `LOG_DIR/<app>/events-YYYYMMDD.jsonl`, one JSON object per line, one file per UTC day of
 receipt. The objects are the events as the API accepted them (`features.store.EventRecord` fields:
-event_id, user_id, type, ts, item_id, query, request_id, category, value).
+event_id, user_id, type, ts, item_id, query, request_id, category, value, source, amount) plus
+`received`; `analytics/` reads them for the merchant's reports.
 
 Durability guarantee: when `EventLog.append` returns, the whole batch is on stable storage. It is
 written with one write(2) on an O_APPEND descriptor while holding an exclusive flock (so batches of
@@ -252,6 +253,8 @@ def _rows(events: Iterator[dict[str, Any]], since: float | None) -> tuple[list[d
                 malformed += 1
                 continue
             queries.append({"user_id": user, "query": query.strip(), "ts": int(ts), "clicked_item_id": ""})
+        elif kind == "impression" and not ev.get("item_id") and ev.get("query"):
+            continue  # a shading word or chip shown: analytics only, no interaction
         elif kind in ITEM_EVENTS:
             item, value = ev.get("item_id"), ev.get("value")
             value = 1.0 if value is None else value

@@ -75,6 +75,15 @@ class EventRecord:
     request_id: str | None = None
     category: str | None = None
     value: float = 1.0
+    #: Search events: where the query came from (typed, shading, discovery, hot, suggest).
+    source: str | None = None
+    #: Purchases: the amount paid (for the analytics' GMV).
+    amount: float | None = None
+
+    @property
+    def is_query_impression(self) -> bool:
+        """A shading word or discovery chip shown (an impression of a query, not of an item)."""
+        return self.type == "impression" and not self.item_id and bool(self.query)
 
     def __post_init__(self) -> None:
         if not isinstance(self.event_id, str) or not self.event_id:
@@ -87,9 +96,12 @@ class EventRecord:
             raise ValueError(f"ts {self.ts!r} must be Unix seconds (not milliseconds)")
         if not isinstance(self.value, (int, float)) or not math.isfinite(self.value) or self.value < 0:
             raise ValueError(f"value {self.value!r} must be a finite number >= 0")
-        if self.type == "search":
+        if self.amount is not None and (not isinstance(self.amount, (int, float)) or not math.isfinite(self.amount)
+                                        or self.amount < 0):
+            raise ValueError(f"amount {self.amount!r} must be a finite number >= 0")
+        if self.type == "search" or self.is_query_impression:
             if not isinstance(self.query, str) or not self.query.strip():
-                raise ValueError("a search event needs a non-empty query")
+                raise ValueError(f"a {self.type} event needs a non-empty query")
         else:
             if not isinstance(self.item_id, str) or not self.item_id:
                 raise ValueError(f"a {self.type} event needs an item_id")
@@ -316,6 +328,8 @@ class FeatureStore:
             category = ev.category
             weight = self.weights.get(ev.type, 0.0) * ev.value
             ts = min(float(ev.ts), now + MAX_SKEW_S)  # a clock far ahead must not dominate the counters
+            if ev.is_query_impression:
+                continue  # for the analytics only: no real-time feature reads it
             if ev.type == "search":
                 query = normalize_query(ev.query or "")
                 if ev.user_id:

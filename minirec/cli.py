@@ -207,6 +207,21 @@ def _add_demo_command(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--events", type=int, default=150_000, help="events in the demo mall (default 150000)")
 
 
+def _add_feedback_commands(sub: argparse._SubParsersAction) -> None:
+    from minirec import report, simulate
+    rep = sub.add_parser("report", help="experiments, CTR, GMV and search by scene and variant from the event log",
+                         description="Analytics of one app from its durable event log (DuckDB): per scene and "
+                                     "variant users, impressions, CTR, conversion, GMV per user, search PV, each "
+                                     "with a 95% interval, and lifts against each experiment's control. "
+                                     "See docs/experiments.md.")
+    report.add_arguments(rep)
+    sim = sub.add_parser("simulate", help="drive a running server with simulated mall users and measure the lifts",
+                         description="Simulated users of the synthetic mall browse, search, click and buy through "
+                                     "the HTTP API by their ground-truth interests, among what the service shows "
+                                     "them; then the server's analytics give each experiment's lifts.")
+    simulate.add_arguments(sim)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minirec", description="Recommendation and search for merchants' mini-programs: data, training, "
@@ -218,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_commands(sub)
     _add_bench_commands(sub)
     _add_demo_command(sub)
+    _add_feedback_commands(sub)
     return parser
 
 
@@ -396,6 +412,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     port=args.port, api_key=args.api_key, serve=not args.no_serve)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from minirec import report
+    return report.run(args)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from minirec import simulate
+    return simulate.run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `minirec` console script."""
     args = build_parser().parse_args(argv)
@@ -404,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     from recsys.bundle import BundleError
     from serving.tenancy import TenancyError
     handlers = {"data": _cmd_data, "train": _cmd_train, "evaluate": _cmd_evaluate, "models": _cmd_models,
-                "serve": _cmd_serve, "keys": _cmd_keys, "bench": _cmd_bench, "demo": _cmd_demo}
+                "serve": _cmd_serve, "keys": _cmd_keys, "bench": _cmd_bench, "demo": _cmd_demo,
+                "report": _cmd_report, "simulate": _cmd_simulate}
     try:
         return handlers[args.command](args)
     except (DataError, ConfigError, BundleError, TenancyError, FileExistsError, FileNotFoundError, ValueError) as exc:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.pipeline import Item, rank, related_scored, score_user
+from recsys.pipeline import Item, Scored, rank, related_scored, score_user
 from recsys.rules import SceneRules
 from recsys.served import ServedModels
 from recsys.user_state import UserState
@@ -22,27 +22,35 @@ class Page:
     note: str | None = None
 
 
+def _scored(served: ServedModels, user_id: str | None, state: UserState | None, personalized: bool) -> Scored:
+    """The user's scores, or (an experiment's popularity variant) what an anonymous visitor gets;
+    either way the scene's rules still see the user's state (eligibility, exclusions)."""
+    return score_user(served, user_id if personalized else None, state if personalized else None)
+
+
 def home_feed(served: ServedModels, user_id: str | None, state: UserState | None, rules: SceneRules, *,
-              n: int, offset: int = 0, category: str | None = None) -> Page:
+              n: int, offset: int = 0, category: str | None = None, personalized: bool = True) -> Page:
     """The personalized home feed: every available item the user may see, best first."""
-    items, strategy, note = rank(served, user_id, state, rules, n=n, offset=offset, category=category)
+    items, strategy, note = rank(served, user_id, state, rules, n=n, offset=offset, category=category,
+                                 scored=_scored(served, user_id, state, personalized))
     return Page(items, strategy, note)
 
 
 def exclusive_feed(served: ServedModels, user_id: str | None, state: UserState | None, rules: SceneRules, *,
-                   n: int, offset: int = 0) -> Page:
+                   n: int, offset: int = 0, personalized: bool = True) -> Page:
     """Items with an audience that the user is eligible for (member-only offers), best first."""
-    items, strategy, note = rank(served, user_id, state, rules, n=n, offset=offset, only_restricted=True)
+    items, strategy, note = rank(served, user_id, state, rules, n=n, offset=offset, only_restricted=True,
+                                 scored=_scored(served, user_id, state, personalized))
     if not items and note is None:
         note = "no member-only items this user is eligible for"
     return Page(items, strategy, note)
 
 
 def related_shelf(served: ServedModels, item_id: str, user_id: str | None, state: UserState | None,
-                  rules: SceneRules, *, n: int, offset: int = 0) -> Page:
-    """Items related to `item_id`, re-ranked for the user if known; an unknown item gets the user's
-    home feed instead (with a note), never an error."""
-    user = score_user(served, user_id, state) if user_id else None
+                  rules: SceneRules, *, n: int, offset: int = 0, personalized: bool = True) -> Page:
+    """Items related to `item_id`, re-ranked for the user if known (and `personalized`); an unknown
+    item gets the user's home feed instead (with a note), never an error."""
+    user = score_user(served, user_id, state) if user_id and personalized else None
     scored = related_scored(served, item_id, user)
     note = None
     if scored is None:  # unknown item: the user's own feed is the best shelf we have

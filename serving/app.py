@@ -30,7 +30,7 @@ from serving.guard import RequestGuard
 from serving.metrics import Metrics
 from serving.ratelimit import SYNC_S
 from serving.registry import ModelRegistry
-from serving.routes import admin, events, health, items, profiles, recommend, search
+from serving.routes import admin, analytics, events, health, items, pages, profiles, recommend, search
 from serving.tenancy import ServerConfig, load_server_config
 
 log = logging.getLogger("minirec.serving")
@@ -143,7 +143,7 @@ def create_app(config: ServerConfig | str | Path | None = None) -> FastAPI:
                   description="Recommendations and search for merchants' mini-programs. Every route under "
                               "/v1/apps/{app_id}/ needs the app's key in X-API-Key.")
     install_error_handlers(app)
-    for module in (recommend, search, events, profiles, items, admin, health):
+    for module in (recommend, search, events, profiles, items, analytics, admin, health, pages):
         app.include_router(module.router)
 
     app.add_middleware(RequestGuard, owner=app)

@@ -86,5 +86,17 @@ async def require_platform(ctx: Context, x_api_key: ApiKey = None) -> None:
         raise ApiError(403, "forbidden", "platform profile routes need the platform key")
 
 
+async def require_app_or_admin(request: Request, app_id: AppPath, x_api_key: ApiKey = None) -> str:
+    """The app id, for the app's key or the admin key (merchant pages a provider also opens)."""
+    ctx: ServingContext = request.app.state.ctx
+    if x_api_key and key_matches(x_api_key, ctx.config.admin_key_sha256):
+        if app_id not in ctx.config.apps:
+            raise ApiError(404, "not_found", f"no app {app_id!r} in this server's minirec.toml")
+        return app_id
+    check_app_key(ctx, app_id, x_api_key)
+    return app_id
+
+
+AppOrAdmin = Annotated[str, Depends(require_app_or_admin)]
 Admin = Annotated[None, Depends(require_admin)]
 Platform = Annotated[None, Depends(require_platform)]

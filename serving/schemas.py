@@ -25,8 +25,18 @@ class ItemOut(BaseModel):
     price: float
 
 
-class RecommendationOut(BaseModel):
-    request_id: str = Field(description="Send it back with events on these items to credit this response")
+class Assignment(BaseModel):
+    """The user's experiment of this scene, if any (docs/experiments.md)."""
+
+    experiment: str | None = Field(default=None, description="The experiment of this scene the user is in, "
+                                                             "or null")
+    variant: str | None = Field(default=None, description="The user's variant of it (\"holdout\" in the holdout), "
+                                                          "or null")
+
+
+class RecommendationOut(Assignment):
+    request_id: str = Field(description="Send it back with events on these items to credit this response "
+                                        "(it names the scene and variant)")
     model_version: str
     strategy: str = Field(description="<model> | <model>+recent | recent | hybrid | popularity | related | "
                                       "related+user, where <model> is the bundle's known-user family: als, ease, "
@@ -48,8 +58,15 @@ class EventIn(BaseModel):
     item_id: Annotated[str, Text] | None = Field(default=None, max_length=128)
     query: str | None = Field(default=None, max_length=100)
     ts: float | None = Field(default=None, ge=0, description="Unix seconds; default: when received")
-    request_id: Annotated[str, Text] | None = Field(default=None, max_length=64)
+    request_id: Annotated[str, Text] | None = Field(
+        default=None, max_length=128, description="The request_id of the response that showed the item (for a "
+                                                  "search: of the search response); credits the event to its scene "
+                                                  "and variant")
     value: float = Field(default=1.0, ge=0, le=1e6)
+    source: Literal["typed", "shading", "discovery", "hot", "suggest"] | None = Field(
+        default=None, description="Search events: where the query came from (default typed)")
+    amount: float | None = Field(default=None, ge=0, le=1e9,
+                                 description="Purchases: the amount paid (default: the item's catalog price)")
 
 
 class EventsIn(BaseModel):

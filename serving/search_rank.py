@@ -211,8 +211,9 @@ def _scene_order(state: SearchState, docs: np.ndarray, final: np.ndarray, rules:
 
 def search_page(app: LoadedApp, state: SearchState, user_id: str | None, user_state: UserState | None,
                 signals: UserSignals, params: SearchParams, settings: SearchSettings,
-                rules: SceneRules = DEFAULTS["search"]) -> SearchPage:
-    """One page of results for a query (`state` is `app.search`); see the module docstring."""
+                rules: SceneRules = DEFAULTS["search"], personalized: bool = True) -> SearchPage:
+    """One page of results for a query (`state` is `app.search`); see the module docstring.
+    `personalized=False` (an experiment's popularity variant) ranks as for an anonymous visitor."""
     mask, note = allowed_mask(state, user_state, params)
     direct = state.direct_hit(params.query, mask)
     if note is not None:
@@ -224,7 +225,7 @@ def search_page(app: LoadedApp, state: SearchState, user_id: str | None, user_st
     # coverage counts words and bigrams, not single characters: every character of a vague need
     # ("睡不着") is somewhere in a big catalog, and such needs should fall back to categories
     covering = state.tokenizer.tokens(searched, tuple(a for a in state.query_analysis if a != "chars") or ("words",))
-    scored = score_user(app, user_id, user_state) if user_id else None
+    scored = score_user(app, user_id, user_state) if user_id and personalized else None
     personal = scored is not None and scored.strategy != "popularity" and settings.personal_weight > 0
     prices = state.prices()
     docs, bm25 = state.index.search(tokens, k=POOL, candidate_mask=mask) if tokens else (np.zeros(0, np.int64),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from serving.schemas import RecommendationOut
+from serving.schemas import Assignment, RecommendationOut
 
 
 class DirectOut(BaseModel):
@@ -54,7 +54,7 @@ class HotOut(BaseModel):
     items: list[HotQueryOut]
 
 
-class ShadingOut(BaseModel):
+class ShadingOut(Assignment):
     request_id: str
     model_version: str
     degraded: bool
@@ -68,7 +68,7 @@ class ChipOut(BaseModel):
     reason: str
 
 
-class DiscoverOut(BaseModel):
+class DiscoverOut(Assignment):
     request_id: str
     model_version: str
     degraded: bool

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.bundle import check_app_name
+from serving.experiments import Experiment, ExperimentError, parse_experiments
 from serving.scenes import SceneRules, parse_scenes
 
 MIN_KEY_LENGTH = 16
@@ -52,6 +53,8 @@ class AppConfig:
     seed_data: Path | None = None
     #: Requests per second this app's key may make, over all workers and replicas (0 = no limit).
     rate_limit_per_second: int = DEFAULT_RATE_LIMIT
+    #: A/B experiments by scene (serving/experiments.py; at most one per scene).
+    experiments: dict[str, Experiment] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,10 @@ def load_server_config(path: str | Path, redis_url: str | None = None) -> Server
         except ValueError as exc:
             raise TenancyError(f"{path}: {exc}") from exc
         seed = table.get("seed_data")
+        try:
+            experiments = parse_experiments(table.get("experiments", {}), f"[apps.{app_id}.experiments]")
+        except ExperimentError as exc:
+            raise TenancyError(f"{path}: {exc}") from exc
         apps[app_id] = AppConfig(
             app_id=app_id,
             key_sha256=_sha(table, "api_key_sha256", f"{path} [apps.{app_id}]") or "",
@@ -130,6 +137,7 @@ def load_server_config(path: str | Path, redis_url: str | None = None) -> Server
             seed_data=(base / seed) if seed else None,
             rate_limit_per_second=_count(table, "rate_limit_per_second", DEFAULT_RATE_LIMIT,
                                          f"{path} [apps.{app_id}]"),
+            experiments=experiments,
         )
     digests = [a.key_sha256 for a in apps.values()]
     if len(set(digests)) != len(digests):

@@ -57,6 +57,7 @@ _WRITER = textwrap.dedent("""
     from features.eventlog import EventLog
     name, batches, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     log = EventLog(sys.argv[4])
+    open(sys.argv[5] + "-" + name, "w").close()  # imported: ready to start
     while not os.path.exists(sys.argv[5]):  # start together, so that the appends really overlap
         time.sleep(0.001)
     pad = "x" * 2000  # ~2 KB per line: a batch is far larger than a pipe buffer or a page
@@ -72,6 +73,9 @@ def test_concurrent_appends_from_two_processes_stay_intact(tmp_path: Path) -> No
     log_dir, go = tmp_path / "log", tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", _WRITER, name, str(batches), str(size), str(log_dir), str(go)],
                               env=env) for name in ("a", "b")]
+    deadline = time.monotonic() + 60
+    while not all(Path(f"{go}-{name}").exists() for name in ("a", "b")) and time.monotonic() < deadline:
+        time.sleep(0.01)  # both imported (a slow import must not let one writer finish alone)
     go.touch()
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
     (path,) = (log_dir / "shop").iterdir()

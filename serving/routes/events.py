@@ -38,13 +38,16 @@ def post_events(ctx: Context, app_id: AppId, body: EventsIn) -> EventsOut:
     for index, raw in enumerate(body.events):
         try:
             event = EventIn.model_validate(raw)
-            category = None
+            category, amount = None, event.amount
             if event.item_id and loaded is not None and (i := loaded.models.items.get(event.item_id)) is not None:
                 category = str(loaded.catalog.categories[i])
+                if amount is None and event.type == "purchase":
+                    amount = float(loaded.catalog.prices[i])
+            source = event.source or ("typed" if event.type == "search" else None)
             records.append(EventRecord(event_id=event.event_id, user_id=event.user_id, type=event.type,
                                        ts=event.ts if event.ts is not None else now, item_id=event.item_id,
                                        query=event.query, request_id=event.request_id, category=category,
-                                       value=event.value))
+                                       value=event.value, source=source, amount=amount))
         except ValidationError as exc:
             rejected.append(Rejected(index=index, reason=_reason(exc)))
         except ValueError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 import orjson
@@ -14,6 +13,7 @@ from recsys.user_state import UserState
 from serving.context import ServingContext
 from serving.deps import App
 from serving.registry import LoadedApp
+from serving.scene_call import SceneCall, scene_call
 from serving.schemas import RecommendationOut
 
 router = APIRouter(prefix="/v1/apps/{app_id}/recommend", tags=["recommend"])
@@ -36,13 +36,14 @@ async def user_state(ctx: ServingContext, app_id: str, user_id: str | None) -> t
     return await ctx.read(lambda: ctx.stores[app_id].user_state(user_id))
 
 
-def respond(loaded: LoadedApp, page: Page, degraded: bool) -> Response:
+def respond(loaded: LoadedApp, page: Page, degraded: bool, call: SceneCall) -> Response:
     """The RecommendationOut document, built directly with orjson: re-validating our own output
     through the response model costs about a millisecond per request; the route declares the model
     for the docs."""
-    return Response(orjson.dumps({"request_id": uuid.uuid4().hex, "model_version": loaded.version,
+    return Response(orjson.dumps({"request_id": call.request_id(), "model_version": loaded.version,
                                   "strategy": page.strategy, "degraded": degraded, "note": page.note,
-                                  "items": [vars(i) for i in page.items]}), media_type="application/json")
+                                  **call.fields(), "items": [vars(i) for i in page.items]}),
+                    media_type="application/json")
 
 
 @router.get("/home", response_model=RecommendationOut, summary="Personalized home feed")
@@ -50,21 +51,25 @@ async def home(app: App, user_id: UserId = None, n: N = 20, offset: Offset = 0,
                category: Annotated[str | None, Query(max_length=200, description="Only this category path")] = None
                ) -> Response:
     state, degraded = await user_state(app.ctx, app.app_id, user_id)
-    rules = app.ctx.config.apps[app.app_id].scenes["home"]
-    page = home_feed(app.loaded, user_id, state, rules, n=n, offset=offset, category=category)
-    return respond(app.loaded, page, degraded)
+    call = scene_call(app, "home", user_id)
+    page = home_feed(app.loaded, user_id, state, call.rules(app), n=n, offset=offset, category=category,
+                     personalized=call.personalized)
+    return respond(app.loaded, page, degraded, call)
 
 
 @router.get("/exclusive", response_model=RecommendationOut, summary="Member-only items the user may see")
 async def exclusive(app: App, user_id: UserId = None, n: N = 20, offset: Offset = 0) -> Response:
     state, degraded = await user_state(app.ctx, app.app_id, user_id)
-    rules = app.ctx.config.apps[app.app_id].scenes["exclusive"]
-    return respond(app.loaded, exclusive_feed(app.loaded, user_id, state, rules, n=n, offset=offset), degraded)
+    call = scene_call(app, "exclusive", user_id)
+    page = exclusive_feed(app.loaded, user_id, state, call.rules(app), n=n, offset=offset,
+                          personalized=call.personalized)
+    return respond(app.loaded, page, degraded, call)
 
 
 @router.get("/related/{item_id}", response_model=RecommendationOut, summary="Related items for a detail page")
 async def related(app: App, item_id: str, user_id: UserId = None, n: N = 10, offset: Offset = 0) -> Response:
     state, degraded = await user_state(app.ctx, app.app_id, user_id)
-    rules = app.ctx.config.apps[app.app_id].scenes["related"]
-    page = related_shelf(app.loaded, item_id, user_id, state, rules, n=n, offset=offset)
-    return respond(app.loaded, page, degraded)
+    call = scene_call(app, "related", user_id)
+    page = related_shelf(app.loaded, item_id, user_id, state, call.rules(app), n=n, offset=offset,
+                         personalized=call.personalized)
+    return respond(app.loaded, page, degraded, call)

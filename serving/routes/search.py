@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import dataclasses
 from typing import Annotated
 
 import orjson
@@ -19,6 +19,8 @@ from serving.deps import App
 from serving.errors import ApiError
 from serving.registry import LoadedApp
 from serving.routes.recommend import UserId, user_state
+from serving.experiments import request_id
+from serving.scene_call import scene_call
 from serving.search_rank import POOL, SearchParams, search_page
 from serving.search_schemas import (ChipOut, DiscoverOut, HotOut, HotQueryOut, SearchOut, ShadingOut,
                                     SuggestionOut, SuggestOut)
@@ -115,8 +117,12 @@ async def search(app: App,
     search_state = _search_state(loaded)
     state, degraded = await user_state(ctx, app_id, user_id)
     params = SearchParams(q, n, offset, category, price_min, price_max, in_stock)
-    page = search_page(loaded, search_state, user_id, state, _signals(loaded, state, user_id), params, search_state.settings,
-                       ctx.config.apps[app_id].scenes["search"])
+    call = scene_call(app, "search", user_id)
+    settings = search_state.settings
+    if call.variant is not None and call.variant.personal_weight is not None:
+        settings = dataclasses.replace(settings, personal_weight=call.variant.personal_weight)
+    page = search_page(loaded, search_state, user_id, state, _signals(loaded, state, user_id), params, settings,
+                       call.rules(app), personalized=call.personalized)
     direct = None
     if page.direct is not None:
         target, count = page.direct
@@ -125,7 +131,8 @@ async def search(app: App,
     # SearchOut built directly with orjson, as the feeds do: re-validating our own output through
     # the response model cost about a millisecond a request; the route declares the model for the docs
     return Response(orjson.dumps({
-        "request_id": uuid.uuid4().hex, "model_version": loaded.version, "strategy": page.strategy,
+        "request_id": call.request_id("empty" if not page.items else "fallback" if page.fallback else None),
+        "model_version": loaded.version, "strategy": page.strategy, **call.fields(),
         "degraded": degraded, "note": page.note, "items": [vars(i) for i in page.items], "direct": direct,
         "fallback": page.fallback, "total": page.total, "interpreted_as": reading.text if reading else None,
         "corrected_from": q if reading and reading.corrected else None, "did_you_mean": page.did_you_mean,
@@ -152,7 +159,7 @@ async def suggest(app: App,
     settings = search_state.settings
     found = suggest_terms(prefix, indexes, n + len(settings.blocklist), signals.recent_queries, signals.top_levels())
     allowed = [s for s in found if not settings.blocked(s.text)][:n]
-    return SuggestOut(request_id=uuid.uuid4().hex, model_version=loaded.version, degraded=degraded or live.rows is None,
+    return SuggestOut(request_id=request_id("suggest"), model_version=loaded.version, degraded=degraded or live.rows is None,
                       suggestions=[SuggestionOut(text=s.text, kind=s.kind, score=s.score) for s in allowed])
 
 
@@ -166,7 +173,7 @@ async def hot(app: App,
     settings = search_state.settings
     live = await _live_hot(ctx, app_id, search_state, max_age_s=0.0)  # once per page view: read fresh
     rows, source = hot_list(live.rows, search_state.stats.popular, settings, n)
-    return HotOut(request_id=uuid.uuid4().hex, model_version=loaded.version, degraded=live.rows is None,
+    return HotOut(request_id=request_id("hot"), model_version=loaded.version, degraded=live.rows is None,
                   source=source, items=[HotQueryOut(query=q, score=s) for q, s in rows])
 
 
@@ -176,12 +183,14 @@ async def shading_word(app: App, user_id: UserId = None) -> ShadingOut:
     profile interests), else the hottest query."""
     ctx, app_id, loaded = app.ctx, app.app_id, app.loaded
     search_state = _search_state(loaded)
-    state, degraded = await _search_box_state(ctx, app_id, user_id)
+    call = scene_call(app, "shading", user_id)
+    state, degraded = await _search_box_state(ctx, app_id, user_id) if call.personalized else (None, False)
     names, hot_degraded = await _hot_names(ctx, app_id, search_state)
-    found = shading(search_state.stats, _signals(loaded, state, user_id), names, search_state.settings)
+    signals = _signals(loaded, state, user_id) if call.personalized else UserSignals()
+    found = shading(search_state.stats, signals, names, search_state.settings)
     query, source, reason = found if found else (None, None, None)
-    return ShadingOut(request_id=uuid.uuid4().hex, model_version=loaded.version, degraded=degraded or hot_degraded,
-                      query=query, source=source, reason=reason)
+    return ShadingOut(request_id=call.request_id(), model_version=loaded.version, degraded=degraded or hot_degraded,
+                      query=query, source=source, reason=reason, **call.fields())
 
 
 @router.get("/discover", response_model=DiscoverOut, summary="Search discovery chips")
@@ -191,8 +200,10 @@ async def discover_chips(app: App, user_id: UserId = None,
     categories, then hot queries; never the user's own recent queries."""
     ctx, app_id, loaded = app.ctx, app.app_id, app.loaded
     search_state = _search_state(loaded)
-    state, degraded = await _search_box_state(ctx, app_id, user_id)
+    call = scene_call(app, "discover", user_id)
+    state, degraded = await _search_box_state(ctx, app_id, user_id) if call.personalized else (None, False)
     names, hot_degraded = await _hot_names(ctx, app_id, search_state)
-    chips = discover(search_state.stats, _signals(loaded, state, user_id), names, search_state.settings, n)
-    return DiscoverOut(request_id=uuid.uuid4().hex, model_version=loaded.version, degraded=degraded or hot_degraded,
-                       items=[ChipOut(query=q, reason=r) for q, r in chips])
+    signals = _signals(loaded, state, user_id) if call.personalized else UserSignals()
+    chips = discover(search_state.stats, signals, names, search_state.settings, n)
+    return DiscoverOut(request_id=call.request_id(), model_version=loaded.version, degraded=degraded or hot_degraded,
+                       items=[ChipOut(query=q, reason=r) for q, r in chips], **call.fields())

@@ -1,0 +1,1 @@
+"""Merchant analytics from the durable event log (DuckDB): credit, metrics with intervals, lifts."""
