@@ -7,6 +7,21 @@ import sys
 from pathlib import Path
 
 APP = "demo"
+#: The demo runs the feedback loop's two headline experiments, so the dashboard and `minirec
+#: simulate` have something to measure (half the known users get the popularity feed on purpose).
+EXPERIMENTS = """
+[apps.demo.experiments.home-feed]
+scene = "home"
+control = "popularity"
+variants.popularity = { share = 0.5, strategy = "popularity" }
+variants.personalized = { share = 0.5, strategy = "personalized" }
+
+[apps.demo.experiments.shading-word]
+scene = "shading"
+control = "hot"
+variants.hot = { share = 0.5, strategy = "popularity" }
+variants.personal = { share = 0.5, strategy = "personalized" }
+"""
 
 
 def _show(title: str, items: list, strategy: str) -> None:
@@ -33,6 +48,10 @@ def run_demo(workdir: Path, users: int, items: int, events: int, port: int = 800
     data_dir, artifacts = workdir / "data", workdir / "artifacts"
     if len(api_key) < 16:
         raise ValueError("--api-key must be at least 16 characters")
+    base = f"http://127.0.0.1:{port}"
+    if serve:
+        print(f"minirec demo: the storefront will be at {base}/demo and the dashboard at {base}/dashboard "
+              "once the mall is trained (about two minutes)", file=sys.stderr, flush=True)
     print(f"1/4 generating the demo mall in {data_dir} …", file=sys.stderr)
     generate_mall(data_dir, users=users, items=items, events=events, seed=7, overwrite=True)
     print("2/4 tuning and training app 'demo' …", file=sys.stderr)
@@ -73,9 +92,15 @@ def run_demo(workdir: Path, users: int, items: int, events: int, port: int = 800
     config = workdir / "minirec.toml"
     admin_key = new_key()
     write_server_config(config, {APP: api_key}, admin_key, new_key(), artifacts="artifacts", seed_data={APP: "data"})
-    base = f"http://127.0.0.1:{port}"
+    with open(config, "a", encoding="utf-8") as out:
+        out.write(EXPERIMENTS)
+    newcomer_param = f"&newcomer={newcomer}" if len(newcomers) else ""
     print(f"""
 4/4 serving app 'demo' at {base} (Ctrl+C to stop); API docs at {base}/docs
+  storefront: {base}/demo?app={APP}&key={api_key}&known={known_user}{newcomer_param}
+  dashboard:  {base}/dashboard?app={APP}&key={api_key}
+  experiments (minirec.toml): home-feed (popularity vs personalized), shading-word (hot vs personal)
+  simulated users: minirec simulate --base {base} --app {APP} --api-key {api_key} --data {data_dir} --json sim.json
   curl -H 'X-API-Key: {api_key}' '{base}/v1/apps/demo/recommend/home?user_id={known_user}&n=5'
   curl -H 'X-API-Key: {api_key}' '{base}/v1/apps/demo/recommend/related/{anchor}?n=5'
   curl -H 'X-API-Key: {api_key}' -H 'Content-Type: application/json' -X POST {base}/v1/apps/demo/events \\

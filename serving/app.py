@@ -27,6 +27,7 @@ from serving.context import ServingContext
 from serving.errors import install_error_handlers
 from serving.schemas import ErrorOut
 from serving.guard import RequestGuard
+from serving.overload import OverloadGuard
 from serving.metrics import Metrics
 from serving.ratelimit import SYNC_S
 from serving.registry import ModelRegistry
@@ -146,6 +147,7 @@ def create_app(config: ServerConfig | str | Path | None = None) -> FastAPI:
     for module in (recommend, search, events, profiles, items, analytics, admin, health, pages):
         app.include_router(module.router)
 
+    app.add_middleware(OverloadGuard, owner=app)  # innermost of the three: after the rate limit
     app.add_middleware(RequestGuard, owner=app)
     app.add_middleware(MetricsMiddleware, owner=app)
     return app

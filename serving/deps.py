@@ -56,6 +56,8 @@ class Served:
     ctx: ServingContext
     app_id: str
     loaded: LoadedApp
+    #: The worker is overloaded (serving/overload.py): skip Redis reads and personalization.
+    overloaded: bool = False
 
 
 async def served_app(request: Request, app_id: AppPath, x_api_key: ApiKey = None) -> Served:
@@ -65,7 +67,7 @@ async def served_app(request: Request, app_id: AppPath, x_api_key: ApiKey = None
     loaded = ctx.registry.get(app_id)
     if loaded is None:
         raise ApiError(503, "unavailable", f"app {app_id!r} has no model loaded yet; see GET /v1/admin/models")
-    return Served(ctx, app_id, loaded)
+    return Served(ctx, app_id, loaded, bool(request.scope.get("state", {}).get("overloaded")))
 
 
 App = Annotated[Served, Depends(served_app)]

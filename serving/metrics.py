@@ -31,6 +31,9 @@ class Metrics:
         self.degraded = Gauge("minirec_degraded", "1 while Redis is unreachable and requests are degraded",
                               registry=self.registry, multiprocess_mode="max")
         self.events = Counter("minirec_events_total", "Events received", ["app", "outcome"], registry=self.registry)
+        self.overload = Counter("minirec_overload_total", "Requests answered by a cheap path (degraded) or refused "
+                                "with 503 (shed) because the worker was overloaded", ["action", "route"],
+                                registry=self.registry)
         self._versions: set[tuple[str, str]] = set()
 
     def set_versions(self, versions: dict[str, str]) -> None:

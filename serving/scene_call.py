@@ -1,5 +1,6 @@
 """A request's scene and the user's experiment variant: the rules, personalization and request_id
-that follow from them (serving/experiments.py parses and buckets)."""
+that follow from them (serving/experiments.py parses and buckets), and the cheap path an overloaded
+worker takes (serving/overload.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from recsys.rules import SceneRules
 from serving.deps import Served
 from serving.experiments import Experiment, Variant, request_id
 
+OVERLOADED_NOTE = "server overloaded: ranked without personalization"
+
 
 @dataclasses.dataclass(frozen=True)
 class SceneCall:
@@ -17,10 +20,12 @@ class SceneCall:
     scene: str
     experiment: Experiment | None = None
     variant: Variant | None = None
+    #: The worker is overloaded: no Redis read, no personalization, no experiment (serving/overload.py).
+    overloaded: bool = False
 
     @property
     def personalized(self) -> bool:
-        return self.variant is None or not self.variant.popularity
+        return not self.overloaded and (self.variant is None or not self.variant.popularity)
 
     def rules(self, app: Served) -> SceneRules:
         """The scene's rules of this app, with the variant's overrides."""
@@ -39,6 +44,8 @@ class SceneCall:
 
 def scene_call(app: Served, scene: str, user_id: str | None) -> SceneCall:
     """The user's variant of the app's experiment on `scene`, if there is one."""
+    if app.overloaded:
+        return SceneCall(scene, overloaded=True)
     experiment = app.ctx.config.apps[app.app_id].experiments.get(scene)
     variant = experiment.assign(user_id) if experiment is not None else None
     return SceneCall(scene, experiment, variant) if variant is not None else SceneCall(scene)

@@ -41,7 +41,8 @@ class RecommendationOut(Assignment):
     strategy: str = Field(description="<model> | <model>+recent | recent | hybrid | popularity | related | "
                                       "related+user, where <model> is the bundle's known-user family: als, ease, "
                                       "rp3beta or itemknn")
-    degraded: bool = Field(description="true while Redis is unreachable: no real-time features or rules")
+    degraded: bool = Field(description="true when the answer skipped the user's real-time features: Redis "
+                                       "unreachable, or the server overloaded (then also not personalized)")
     note: str | None = None
     items: list[ItemOut]
 

@@ -45,6 +45,18 @@ def key_matches(key: str | None, digest: str) -> bool:
 
 
 @dataclass(frozen=True)
+class OverloadSettings:
+    """`[server.overload]` of minirec.toml; per worker."""
+
+    #: Requests in flight in one worker from which the cheap paths answer (0 = never degrade).
+    degrade_in_flight: int = 8
+    #: Requests in flight in one worker from which new requests get 503 (0 = never shed).
+    shed_in_flight: int = 128
+    #: Seconds a shed client is asked to wait (Retry-After).
+    retry_after_s: int = 1
+
+
+@dataclass(frozen=True)
 class AppConfig:
     app_id: str
     key_sha256: str
@@ -74,6 +86,8 @@ class ServerConfig:
     redis_budget_ms: float = 50.0
     #: Requests per second of the platform's key (platform profile upserts; 0 = no limit).
     platform_rate_limit_per_second: int = DEFAULT_RATE_LIMIT
+    #: When to degrade and when to shed (serving/overload.py).
+    overload: OverloadSettings = field(default_factory=OverloadSettings)
 
     def app_for_key(self, key: str | None) -> str | None:
         """The app id whose key this is, if any."""
@@ -155,7 +169,22 @@ def load_server_config(path: str | Path, redis_url: str | None = None) -> Server
         redis_budget_ms=float(_positive_int(server, "redis_budget_ms", 50, f"{path} [server]")),
         platform_rate_limit_per_second=_count(server, "platform_rate_limit_per_second", DEFAULT_RATE_LIMIT,
                                               f"{path} [server]"),
+        overload=_overload(server.get("overload", {}), f"{path} [server.overload]"),
     )
+
+
+def _overload(table: Any, where: str) -> OverloadSettings:
+    if not isinstance(table, dict):
+        raise TenancyError(f"{where}: expected a table")
+    defaults = OverloadSettings()
+    unknown = set(table) - {"degrade_in_flight", "shed_in_flight", "retry_after_seconds"}
+    if unknown:
+        raise TenancyError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} "
+                           "(known: degrade_in_flight, shed_in_flight, retry_after_seconds)")
+    return OverloadSettings(
+        degrade_in_flight=_count(table, "degrade_in_flight", defaults.degrade_in_flight, where),
+        shed_in_flight=_count(table, "shed_in_flight", defaults.shed_in_flight, where),
+        retry_after_s=_positive_int(table, "retry_after_seconds", defaults.retry_after_s, where))
 
 
 def write_server_config(path: Path, apps: dict[str, str], admin_key: str, platform_key: str | None,

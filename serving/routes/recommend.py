@@ -13,7 +13,7 @@ from recsys.user_state import UserState
 from serving.context import ServingContext
 from serving.deps import App
 from serving.registry import LoadedApp
-from serving.scene_call import SceneCall, scene_call
+from serving.scene_call import OVERLOADED_NOTE, SceneCall, scene_call
 from serving.schemas import RecommendationOut
 
 router = APIRouter(prefix="/v1/apps/{app_id}/recommend", tags=["recommend"])
@@ -28,9 +28,12 @@ N = Annotated[int, Query(ge=1, le=MAX_N, description=f"Items to return (1..{MAX_
 Offset = Annotated[int, Query(ge=0, le=1000, description="Items to skip (stable pagination)")]
 
 
-async def user_state(ctx: ServingContext, app_id: str, user_id: str | None) -> tuple[UserState | None, bool]:
+async def user_state(ctx: ServingContext, app_id: str, user_id: str | None,
+                     call: SceneCall | None = None) -> tuple[UserState | None, bool]:
     """The user's real-time state from Redis, or (None, degraded=True) when Redis is unreachable or
-    slower than the read budget."""
+    slower than the read budget, or the worker is overloaded (`call.overloaded`: not read at all)."""
+    if call is not None and call.overloaded:
+        return None, True
     if not user_id:
         return None, False
     return await ctx.read(lambda: ctx.stores[app_id].user_state(user_id))
@@ -40,8 +43,9 @@ def respond(loaded: LoadedApp, page: Page, degraded: bool, call: SceneCall) -> R
     """The RecommendationOut document, built directly with orjson: re-validating our own output
     through the response model costs about a millisecond per request; the route declares the model
     for the docs."""
+    note = OVERLOADED_NOTE if call.overloaded else page.note
     return Response(orjson.dumps({"request_id": call.request_id(), "model_version": loaded.version,
-                                  "strategy": page.strategy, "degraded": degraded, "note": page.note,
+                                  "strategy": page.strategy, "degraded": degraded, "note": note,
                                   **call.fields(), "items": [vars(i) for i in page.items]}),
                     media_type="application/json")
 
@@ -50,8 +54,8 @@ def respond(loaded: LoadedApp, page: Page, degraded: bool, call: SceneCall) -> R
 async def home(app: App, user_id: UserId = None, n: N = 20, offset: Offset = 0,
                category: Annotated[str | None, Query(max_length=200, description="Only this category path")] = None
                ) -> Response:
-    state, degraded = await user_state(app.ctx, app.app_id, user_id)
     call = scene_call(app, "home", user_id)
+    state, degraded = await user_state(app.ctx, app.app_id, user_id, call)
     page = home_feed(app.loaded, user_id, state, call.rules(app), n=n, offset=offset, category=category,
                      personalized=call.personalized)
     return respond(app.loaded, page, degraded, call)
@@ -59,8 +63,8 @@ async def home(app: App, user_id: UserId = None, n: N = 20, offset: Offset = 0,
 
 @router.get("/exclusive", response_model=RecommendationOut, summary="Member-only items the user may see")
 async def exclusive(app: App, user_id: UserId = None, n: N = 20, offset: Offset = 0) -> Response:
-    state, degraded = await user_state(app.ctx, app.app_id, user_id)
     call = scene_call(app, "exclusive", user_id)
+    state, degraded = await user_state(app.ctx, app.app_id, user_id, call)
     page = exclusive_feed(app.loaded, user_id, state, call.rules(app), n=n, offset=offset,
                           personalized=call.personalized)
     return respond(app.loaded, page, degraded, call)
@@ -68,8 +72,8 @@ async def exclusive(app: App, user_id: UserId = None, n: N = 20, offset: Offset 
 
 @router.get("/related/{item_id}", response_model=RecommendationOut, summary="Related items for a detail page")
 async def related(app: App, item_id: str, user_id: UserId = None, n: N = 10, offset: Offset = 0) -> Response:
-    state, degraded = await user_state(app.ctx, app.app_id, user_id)
     call = scene_call(app, "related", user_id)
+    state, degraded = await user_state(app.ctx, app.app_id, user_id, call)
     page = related_shelf(app.loaded, item_id, user_id, state, call.rules(app), n=n, offset=offset,
                          personalized=call.personalized)
     return respond(app.loaded, page, degraded, call)

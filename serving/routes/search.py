@@ -20,7 +20,7 @@ from serving.errors import ApiError
 from serving.registry import LoadedApp
 from serving.routes.recommend import UserId, user_state
 from serving.experiments import request_id
-from serving.scene_call import scene_call
+from serving.scene_call import OVERLOADED_NOTE, scene_call
 from serving.search_rank import POOL, SearchParams, search_page
 from serving.search_schemas import (ChipOut, DiscoverOut, HotOut, HotQueryOut, SearchOut, ShadingOut,
                                     SuggestionOut, SuggestOut)
@@ -115,13 +115,14 @@ async def search(app: App,
     if price_min is not None and price_max is not None and price_min > price_max:
         raise ApiError(422, "invalid_request", f"price_min {price_min} is above price_max {price_max}")
     search_state = _search_state(loaded)
-    state, degraded = await user_state(ctx, app_id, user_id)
     params = SearchParams(q, n, offset, category, price_min, price_max, in_stock)
     call = scene_call(app, "search", user_id)
+    state, degraded = await user_state(ctx, app_id, user_id, call)
     settings = search_state.settings
     if call.variant is not None and call.variant.personal_weight is not None:
         settings = dataclasses.replace(settings, personal_weight=call.variant.personal_weight)
-    page = search_page(loaded, search_state, user_id, state, _signals(loaded, state, user_id), params, settings,
+    signals = _signals(loaded, state, user_id) if call.personalized else UserSignals()
+    page = search_page(loaded, search_state, user_id, state, signals, params, settings,
                        call.rules(app), personalized=call.personalized)
     direct = None
     if page.direct is not None:
@@ -133,7 +134,7 @@ async def search(app: App,
     return Response(orjson.dumps({
         "request_id": call.request_id("empty" if not page.items else "fallback" if page.fallback else None),
         "model_version": loaded.version, "strategy": page.strategy, **call.fields(),
-        "degraded": degraded, "note": page.note, "items": [vars(i) for i in page.items], "direct": direct,
+        "degraded": degraded, "note": OVERLOADED_NOTE if call.overloaded else page.note, "items": [vars(i) for i in page.items], "direct": direct,
         "fallback": page.fallback, "total": page.total, "interpreted_as": reading.text if reading else None,
         "corrected_from": q if reading and reading.corrected else None, "did_you_mean": page.did_you_mean,
     }), media_type="application/json")
@@ -152,10 +153,13 @@ async def suggest(app: App,
     if not prefix.strip():
         raise ApiError(422, "invalid_request", "prefix is empty: show GET …/search/hot or …/search/shading instead")
     search_state = _search_state(loaded)
-    state, degraded = await _search_box_state(ctx, app_id, user_id)
+    if app.overloaded:
+        state, degraded, signals = None, True, UserSignals()
+    else:
+        state, degraded = await _search_box_state(ctx, app_id, user_id)
+        signals = _signals(loaded, state, user_id)
     live = await _live_hot(ctx, app_id, search_state)
     indexes = [search_state.suggest] + ([live.index] if live.index is not None else [])
-    signals = _signals(loaded, state, user_id)
     settings = search_state.settings
     found = suggest_terms(prefix, indexes, n + len(settings.blocklist), signals.recent_queries, signals.top_levels())
     allowed = [s for s in found if not settings.blocked(s.text)][:n]
@@ -184,7 +188,7 @@ async def shading_word(app: App, user_id: UserId = None) -> ShadingOut:
     ctx, app_id, loaded = app.ctx, app.app_id, app.loaded
     search_state = _search_state(loaded)
     call = scene_call(app, "shading", user_id)
-    state, degraded = await _search_box_state(ctx, app_id, user_id) if call.personalized else (None, False)
+    state, degraded = await _search_box_state(ctx, app_id, user_id) if call.personalized else (None, call.overloaded)
     names, hot_degraded = await _hot_names(ctx, app_id, search_state)
     signals = _signals(loaded, state, user_id) if call.personalized else UserSignals()
     found = shading(search_state.stats, signals, names, search_state.settings)
@@ -201,7 +205,7 @@ async def discover_chips(app: App, user_id: UserId = None,
     ctx, app_id, loaded = app.ctx, app.app_id, app.loaded
     search_state = _search_state(loaded)
     call = scene_call(app, "discover", user_id)
-    state, degraded = await _search_box_state(ctx, app_id, user_id) if call.personalized else (None, False)
+    state, degraded = await _search_box_state(ctx, app_id, user_id) if call.personalized else (None, call.overloaded)
     names, hot_degraded = await _hot_names(ctx, app_id, search_state)
     signals = _signals(loaded, state, user_id) if call.personalized else UserSignals()
     chips = discover(search_state.stats, signals, names, search_state.settings, n)
