@@ -176,6 +176,14 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
                                         "POST events (one new event per request).")
     from bench import serve_bench
     serve_bench.add_arguments(serve)
+    capacity = bsub.add_parser("capacity", help="highest rate per route within a p99 budget; report and sizing rule",
+                               description="For bare /healthz, home (full and degraded), related, search, suggest "
+                                           "and events: saturation throughput, then open-loop rates rising to it; "
+                                           "the highest rate whose p99 stays within the budget. Writes a Markdown "
+                                           "report with a latency-vs-throughput plot and the cores and replicas "
+                                           "for 5,000 QPS of the traffic mix.")
+    from bench import capacity as capacity_bench
+    capacity_bench.add_arguments(capacity)
     profile = bsub.add_parser("profile", help="where a request's server CPU goes, by layer (py-spy)",
                               description="Drive one endpoint of the serving bench's server at its peak and sample "
                                           "the server with py-spy: the share and CPU ms per request of our models "
@@ -392,6 +400,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "profile":
         from bench import profile_serve
         return profile_serve.run_from_args(args)
+    if args.bench_command == "capacity":
+        from bench import capacity
+        return capacity.run_from_args(args)
     if args.bench_command == "relevance":
         from bench import search_relevance
         return search_relevance.run_from_args(args)
