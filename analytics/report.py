@@ -3,6 +3,8 @@ their lifts, search by source, and the activity over time — all from the durab
 
 from __future__ import annotations
 
+import json
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +15,7 @@ import numpy as np
 
 from analytics.credit import DEFAULT_WINDOW_HOURS, credited_events, log_files
 from analytics.stats import Estimate, lift_dict, ratio
+from features.eventstream import is_stream_url, iter_stream_events
 from serving.experiments import Experiment
 
 #: Metrics of a scene × variant cell, each (numerator, denominator or None for a per-user mean).
@@ -134,17 +137,25 @@ def _timeseries(con: duckdb.DuckDBPyConnection, start: float, end: float) -> lis
 
 def build_report(log_dir: str | Path, app: str, start: float | None = None, end: float | None = None,
                  experiments: Mapping[str, Experiment] | None = None,
-                 window_hours: float = DEFAULT_WINDOW_HOURS) -> dict[str, Any]:
+                 window_hours: float = DEFAULT_WINDOW_HOURS, stream: str = "MINIREC_EVENTS") -> dict[str, Any]:
     """The analytics document of `app` for events with ts in [start, end) (default: the last 7 days)
-    from the event log in `log_dir`; `experiments` are the app's experiments by scene (minirec.toml)."""
+    from the event log in `log_dir` (a folder, or the nats:// URL of the event stream `stream`);
+    `experiments` are the app's experiments by scene (minirec.toml)."""
     end = time.time() + 1 if end is None else float(end)
     start = end - 7 * 86400 if start is None else float(start)
     if start >= end:
         raise ValueError(f"from ({start}) must be before to ({end})")
     if window_hours < 0:
         raise ValueError("the credit window must be >= 0 hours")
-    files = log_files(Path(log_dir), app, start, end, window_hours)
-    con = credited_events(files, start, end, window_hours)
+    with tempfile.TemporaryDirectory(prefix="minirec-report-") as scratch:
+        if is_stream_url(str(log_dir)):  # the stream, read once into a JSON-lines file DuckDB reads as the log
+            files = [Path(scratch) / "events.jsonl"]
+            with files[0].open("w", encoding="utf-8") as out:
+                for event in iter_stream_events(str(log_dir), app, stream):
+                    out.write(json.dumps(event, ensure_ascii=False) + "\n")
+        else:
+            files = log_files(Path(log_dir), app, start, end, window_hours)
+        con = credited_events(files, start, end, window_hours)
     try:
         by_type = dict(con.execute("SELECT type, count(*) FROM credited GROUP BY type ORDER BY type").fetchall())
         cells = _per_user(con)

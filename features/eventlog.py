@@ -287,8 +287,11 @@ def export_events(
     base: str | os.PathLike | None = None,
     platform_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
+    stream: str = "MINIREC_EVENTS",
 ) -> ExportResult:
     """Export `app`'s logged events (ts >= `since`, if given) into a data folder at `out_dir`.
+    `log_dir` is the local log's folder, or a `nats://` URL of the JetStream server holding `stream`
+    (features/eventstream.py).
 
     Item events become `interactions` (user_id, item_id, event, ts, value) and searches become
     `queries` (user_id, query, ts, clicked_item_id=''); a repeated event_id is exported once.
@@ -309,8 +312,12 @@ def export_events(
 
     from offline_training.datafolder import FolderWriter, find_table_file, load_data_folder
 
+    from features.eventstream import is_stream_url, iter_stream_events
+
     stats = ReadStats()
-    inter_rows, query_rows, duplicates, malformed = _rows(iter_events(log_dir, app, since, stats), since)
+    source = iter_stream_events(str(log_dir), app, stream) if is_stream_url(str(log_dir)) else \
+        iter_events(log_dir, app, since, stats)
+    inter_rows, query_rows, duplicates, malformed = _rows(source, since)
     interactions = _frame(inter_rows, _INTERACTION_COLUMNS)
     queries = _frame(query_rows, _QUERY_COLUMNS)
     exported_inter, exported_queries, unknown = len(interactions), len(queries), 0

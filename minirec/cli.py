@@ -52,7 +52,10 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
                           description="Export an app's logged events (POST events) as interactions and queries; "
                                       "with --base, the result is a complete data folder (base + new events) to "
                                       "train on.")
-    exp.add_argument("--log", required=True, help="the server's event log folder (<state_dir>/events)")
+    exp.add_argument("--log", required=True, help="the server's event log folder (<state_dir>/events), or the "
+                                                  "nats://host:port of its event stream ([server] event_stream)")
+    exp.add_argument("--stream", default="MINIREC_EVENTS",
+                     help="JetStream stream name when --log is a nats:// URL (default MINIREC_EVENTS)")
     exp.add_argument("--app", required=True, help="app id")
     exp.add_argument("--out", required=True, help="data folder to write")
     exp.add_argument("--base", help="an existing data folder to extend with the logged events")
@@ -261,7 +264,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     elif args.data_command == "export-events":
         from features.eventlog import export_events
         result = export_events(args.log, args.app, args.out, since=args.since, base=args.base,
-                               platform_dir=args.platform, overwrite=args.overwrite)
+                               platform_dir=args.platform, overwrite=args.overwrite, stream=args.stream)
         _print_json({k: str(v) if isinstance(v, Path) else v for k, v in vars(result).items()})
     elif args.data_command == "validate":
         from recsys.config import load_config

@@ -15,8 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="minirec.toml",
                         help="the server's minirec.toml: where its event log is (state_dir) and the app's "
                              "experiments (default ./minirec.toml)")
-    parser.add_argument("--log", help="the event log folder instead of the config's <state_dir>/events "
-                                      "(experiments still come from --config if it exists)")
+    parser.add_argument("--log", help="the event log folder, or the nats:// URL of the event stream, instead of "
+                                      "the config's (experiments still come from --config if it exists)")
     parser.add_argument("--from", dest="start", help="start: Unix seconds or ISO date (default: 7 days before --to)")
     parser.add_argument("--to", dest="end", help="end, exclusive: Unix seconds or ISO date (default: now)")
     parser.add_argument("--window-hours", type=float, default=24.0,
@@ -71,15 +71,17 @@ def run(args: argparse.Namespace) -> int:
 
     config_path = Path(args.config)
     experiments: dict = {}
-    log_dir = Path(args.log) if args.log else None
+    log_dir: str | Path | None = args.log if args.log and "://" in args.log else Path(args.log) if args.log else None
+    stream = "MINIREC_EVENTS"
     if config_path.exists() or log_dir is None:
         config = load_server_config(config_path)
         if args.app not in config.apps:
             raise ValueError(f"app {args.app!r} is not in {config_path} (apps: {', '.join(config.apps)})")
         experiments = config.apps[args.app].experiments
-        log_dir = log_dir or config.state_dir / "events"
+        log_dir = log_dir or config.event_stream or config.state_dir / "events"
+        stream = config.event_stream_name
     doc = build_report(log_dir, args.app, parse_time(args.start, "--from"), parse_time(args.end, "--to"),
-                       experiments, args.window_hours)
+                       experiments, args.window_hours, stream)
     if args.json == "-":
         print(json.dumps(doc, ensure_ascii=False, indent=2))
         return 0

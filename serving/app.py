@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features import keys
 from features.eventlog import EventLog
+from features.eventstream import JetStreamLog
 from features.redis_conn import open_redis
 from features.store import FeatureStore, StoreError
 from serving.context import ServingContext
@@ -105,7 +106,12 @@ def _build_context(config: ServerConfig) -> ServingContext:
     log.info("using %s", handle.description)
     registry = ModelRegistry(config.artifacts, list(config.apps))
     stores = {app_id: FeatureStore(handle.client, app_id) for app_id in config.apps}
-    ctx = ServingContext(config, registry, handle, stores, EventLog(config.state_dir / "events"), Metrics())
+    if config.event_stream:
+        sink: EventLog | JetStreamLog = JetStreamLog(config.event_stream, config.event_stream_name)
+        log.info("events go to the JetStream stream %s at %s", config.event_stream_name, config.event_stream)
+    else:
+        sink = EventLog(config.state_dir / "events")
+    ctx = ServingContext(config, registry, handle, stores, sink, Metrics())
     registry.refresh(ctx.replay_items)
     ctx.metrics.set_versions({s["app_id"]: s["version"] for s in registry.status() if s["version"]})
     try:
@@ -135,6 +141,8 @@ def create_app(config: ServerConfig | str | Path | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             ctx.redis.close()
+            if isinstance(ctx.eventlog, JetStreamLog):
+                ctx.eventlog.close()
 
     errors = {status: {"model": ErrorOut, "description": what} for status, what in (
         (401, "No or unknown API key"), (403, "The key is not for this app or route"),

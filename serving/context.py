@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from features.eventlog import EventLog
+from features.eventstream import JetStreamLog
 from features.redis_conn import RedisHandle
 from features.store import FeatureStore, StoreError, StoreUnavailable
 from serving.metrics import Metrics
@@ -88,7 +89,8 @@ class ServingContext:
     registry: ModelRegistry
     redis: RedisHandle
     stores: dict[str, FeatureStore]
-    eventlog: EventLog
+    #: The local log, or the JetStream sink (features/eventstream.py): both `append(app, events)`.
+    eventlog: EventLog | JetStreamLog
     metrics: Metrics
     gate: RedisGate = field(default_factory=RedisGate)
     limiter: RateLimiter = field(default=None)  # type: ignore[assignment]  # set in __post_init__

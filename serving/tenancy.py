@@ -88,6 +88,9 @@ class ServerConfig:
     platform_rate_limit_per_second: int = DEFAULT_RATE_LIMIT
     #: When to degrade and when to shed (serving/overload.py).
     overload: OverloadSettings = field(default_factory=OverloadSettings)
+    #: NATS JetStream server for events (features/eventstream.py); None: the local log in state_dir.
+    event_stream: str | None = None
+    event_stream_name: str = "MINIREC_EVENTS"
 
     def app_for_key(self, key: str | None) -> str | None:
         """The app id whose key this is, if any."""
@@ -170,7 +173,24 @@ def load_server_config(path: str | Path, redis_url: str | None = None) -> Server
         platform_rate_limit_per_second=_count(server, "platform_rate_limit_per_second", DEFAULT_RATE_LIMIT,
                                               f"{path} [server]"),
         overload=_overload(server.get("overload", {}), f"{path} [server.overload]"),
+        event_stream=_stream_url(server.get("event_stream"), f"{path} [server].event_stream"),
+        event_stream_name=_stream_name(server.get("event_stream_name", "MINIREC_EVENTS"),
+                                       f"{path} [server].event_stream_name"),
     )
+
+
+def _stream_url(value: Any, where: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith(("nats://", "tls://")):
+        raise TenancyError(f"{where}: expected a nats://host:port URL, got {value!r}")
+    return value
+
+
+def _stream_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value or not all(c.isalnum() or c in "_-" for c in value):
+        raise TenancyError(f"{where}: expected a name of letters, digits, _ and -, got {value!r}")
+    return value
 
 
 def _overload(table: Any, where: str) -> OverloadSettings:

@@ -47,7 +47,8 @@ def analytics(ctx: Context, app_id: AppOrAdmin,
     """Computed from the event log on each call (app key or admin key); events of the last few
     milliseconds may be missing while their batch is being written."""
     try:
-        return build_report(ctx.eventlog.log_dir, app_id, parse_time(start, "from"), parse_time(end, "to"),
-                            ctx.config.apps[app_id].experiments, window_hours)
+        source = ctx.config.event_stream or ctx.config.state_dir / "events"
+        return build_report(source, app_id, parse_time(start, "from"), parse_time(end, "to"),
+                            ctx.config.apps[app_id].experiments, window_hours, ctx.config.event_stream_name)
     except ValueError as exc:
         raise ApiError(422, "invalid_request", str(exc)) from exc
