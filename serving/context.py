@@ -13,7 +13,7 @@ from typing import TypeVar
 from features.eventlog import EventLog
 from features.eventstream import JetStreamLog
 from features.redis_conn import RedisHandle
-from features.store import FeatureStore, StoreError, StoreUnavailable
+from features.store import FeatureStore, StoreUnavailable
 from serving.metrics import Metrics
 from serving.ratelimit import RateLimiter
 from serving.registry import LoadedApp, ModelRegistry
@@ -36,8 +36,11 @@ class RedisGate:
     so service recovers by itself when Redis returns.
     """
 
-    def __init__(self, cooldown: float = 1.0) -> None:
+    def __init__(self, cooldown: float = 1.0, on_trip: Callable[[], None] | None = None) -> None:
         self.cooldown = cooldown
+        #: Called when a failure opens the gate: drops the pool's connections, which are all stale
+        #: after a Redis restart (else each would fail once, and re-open the gate, in turn).
+        self.on_trip = on_trip
         self._open_until = 0.0
         self._slow_until = 0.0
         self.last_error: str | None = None
@@ -67,18 +70,24 @@ class RedisGate:
         except StoreUnavailable as exc:
             self.last_error = str(exc)
             self._open_until = time.monotonic() + self.cooldown
+            if self.on_trip is not None:
+                try:
+                    self.on_trip()
+                except Exception:  # noqa: BLE001 - dropping connections is best effort
+                    log.debug("could not reset the Redis connections", exc_info=True)
             raise
 
     def try_run(self, call: Callable[[], T]) -> tuple[T | None, bool]:
         """(result, degraded): None and True instead of raising.
 
-        Other store errors (a bug or a misconfigured Redis) are logged and also answered degraded:
-        a read that fails must not take the request down with it."""
+        Other errors (a bug, a misconfigured Redis, or the client library tripping over a connection
+        dropped under it while Redis restarts) are logged and also answered degraded: a read that
+        fails must not take the request down with it."""
         try:
             return self.run(call), False
         except StoreUnavailable:
             return None, True
-        except StoreError:
+        except Exception:  # noqa: BLE001 - see the docstring
             log.exception("redis call failed")
             return None, True
 
@@ -106,6 +115,7 @@ class ServingContext:
     def __post_init__(self) -> None:
         if self.limiter is None:
             self.limiter = RateLimiter(self.redis.client)
+        self.gate.on_trip = self.redis.drop_connections
 
     async def read(self, call: Callable[[], T]) -> tuple[T | None, bool]:
         """(result, degraded) of a Redis read for a request on the event loop.

@@ -1,7 +1,11 @@
 """Overload protection: degrade on purpose, then shed, instead of queueing into timeouts.
 
 Each worker counts the requests it holds (`in flight`: started and not yet answered, this one
-included). From `degrade_in_flight` the expensive paths give way to cheap ones:
+included) and keeps its recent CPU cost per request (CPU time of the event loop's thread over
+answers, every quarter second). A new request would wait about `in flight × cost` behind the others: from
+`degrade_wait_ms` of expected wait (and at least `degrade_in_flight` requests in flight) the
+expensive paths give way to cheap ones — as many requests as it takes to bring the wait back down,
+so the worker serves full answers with whatever capacity it has and cheap ones beyond it:
 - the home feed is answered right here, before FastAPI, from a page of the app's popularity ranking
   cached for `PAGE_TTL_S` (the same `home_feed` an anonymous visitor gets, with hidden and sold-out
   items removed), `strategy: "popularity"`, `degraded: true`;
@@ -74,6 +78,13 @@ def _home_query(scope: Scope) -> tuple[str | None, int, int] | None:
     return user, n, offset
 
 
+#: How often the CPU cost per request is re-estimated, and the fewest answers an estimate needs.
+COST_EVERY_S = 0.25
+COST_MIN_ANSWERS = 10
+#: A sample above this is a pause (a full garbage collection), not the cost of requests.
+MAX_COST_MS = 50.0
+
+
 class OverloadGuard:
     """ASGI middleware: counts requests in flight; degrades, then sheds (see the module docstring)."""
 
@@ -82,6 +93,28 @@ class OverloadGuard:
         self.owner = owner
         self.in_flight = 0
         self.pages = PopularPages()
+        self.cost_ms = 1.0  # CPU per answered request, smoothed; starts at a full home answer's order
+        self._answered = 0
+        self._mark: tuple[float, float, int] | None = None  # set by the first request, after start-up
+
+    def _update_cost(self, now: float) -> None:
+        """Re-estimate the CPU per request of the event loop's thread, where the routes run (the
+        background reloads and Redis reads on other threads are not what a new request queues behind)."""
+        if self._mark is None:
+            self._mark = (now, time.thread_time(), self._answered)
+            return
+        at, cpu, answered = self._mark
+        if now - at < COST_EVERY_S or self._answered - answered < COST_MIN_ANSWERS:
+            return
+        cpu_now = time.thread_time()
+        sample = min((cpu_now - cpu) * 1000 / (self._answered - answered), MAX_COST_MS)
+        self.cost_ms = 0.5 * self.cost_ms + 0.5 * sample
+        self._mark = (now, cpu_now, self._answered)
+
+    def overloaded(self, settings: OverloadSettings) -> bool:
+        """Whether a request arriving now would wait at least `degrade_wait_ms` for a full answer."""
+        return bool(settings.degrade_in_flight) and self.in_flight >= settings.degrade_in_flight \
+            and self.in_flight * self.cost_ms >= settings.degrade_wait_ms
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = getattr(self.owner.state, "ctx", None)
@@ -91,14 +124,15 @@ class OverloadGuard:
         settings: OverloadSettings = ctx.config.overload
         path: str = scope["path"]
         self.in_flight += 1
+        self._update_cost(time.monotonic())
         try:
-            load = self.in_flight
-            if settings.shed_in_flight and load >= settings.shed_in_flight and not path.startswith(_NEVER_SHED):
+            if settings.shed_in_flight and self.in_flight >= settings.shed_in_flight \
+                    and not path.startswith(_NEVER_SHED):
                 ctx.metrics.overload.labels(action="shed", route=_route_kind(path)).inc()
                 await _send_error(send, 503, "overloaded", "the server is overloaded; retry after "
                                   f"{settings.retry_after_s} s", [(b"retry-after", str(settings.retry_after_s).encode())])
                 return
-            if settings.degrade_in_flight and load >= settings.degrade_in_flight and path.startswith("/v1/apps/"):
+            if path.startswith("/v1/apps/") and self.overloaded(settings):
                 ctx.metrics.overload.labels(action="degraded", route=_route_kind(path)).inc()
                 if await self._cheap_home(ctx, scope, send):
                     return
@@ -106,6 +140,7 @@ class OverloadGuard:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+            self._answered += 1
 
     async def _cheap_home(self, ctx: Any, scope: Scope, send: Send) -> bool:
         """Answer a well-formed home request from the cached popularity page; False to pass it on."""

@@ -48,10 +48,13 @@ def key_matches(key: str | None, digest: str) -> bool:
 class OverloadSettings:
     """`[server.overload]` of minirec.toml; per worker."""
 
-    #: Requests in flight in one worker from which the cheap paths answer (0 = never degrade).
-    degrade_in_flight: int = 8
+    #: The cheap paths answer once the expected wait of a new request — requests in flight times
+    #: the worker's recent CPU cost per request — reaches this (the queue a full answer would join).
+    degrade_wait_ms: float = 20.0
+    #: … and at least this many requests are in flight (0 = never degrade).
+    degrade_in_flight: int = 4
     #: Requests in flight in one worker from which new requests get 503 (0 = never shed).
-    shed_in_flight: int = 128
+    shed_in_flight: int = 256
     #: Seconds a shed client is asked to wait (Retry-After).
     retry_after_s: int = 1
 
@@ -197,11 +200,15 @@ def _overload(table: Any, where: str) -> OverloadSettings:
     if not isinstance(table, dict):
         raise TenancyError(f"{where}: expected a table")
     defaults = OverloadSettings()
-    unknown = set(table) - {"degrade_in_flight", "shed_in_flight", "retry_after_seconds"}
+    known = ("degrade_wait_ms", "degrade_in_flight", "shed_in_flight", "retry_after_seconds")
+    unknown = set(table) - set(known)
     if unknown:
-        raise TenancyError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} "
-                           "(known: degrade_in_flight, shed_in_flight, retry_after_seconds)")
+        raise TenancyError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(known)})")
+    wait = table.get("degrade_wait_ms", defaults.degrade_wait_ms)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < 1e6:
+        raise TenancyError(f"{where}.degrade_wait_ms: expected a number of milliseconds >= 0, got {wait!r}")
     return OverloadSettings(
+        degrade_wait_ms=float(wait),
         degrade_in_flight=_count(table, "degrade_in_flight", defaults.degrade_in_flight, where),
         shed_in_flight=_count(table, "shed_in_flight", defaults.shed_in_flight, where),
         retry_after_s=_positive_int(table, "retry_after_seconds", defaults.retry_after_s, where))
