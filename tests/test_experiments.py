@@ -3,6 +3,7 @@ the response, events credited to scene and variant, and the analytics over the r
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -204,3 +205,22 @@ def test_torn_lines_and_repeated_event_ids_are_read_as_the_export_reads_them(tmp
         out.write(b'{"event_id": "torn", "user_')  # a crash mid-write
     doc = build_report(tmp_path, "shop", now - 10, now + 10)
     assert doc["events"]["total"] == 1
+
+
+def test_minirec_report_prints_tables_and_writes_the_document(tmp_path: Path, capsys) -> None:
+    from minirec.cli import main
+
+    config = tmp_path / "minirec.toml"
+    server_config(tmp_path, tmp_path, None, EXPERIMENTS)  # writes minirec.toml with state in tmp_path/state
+    log, now = EventLog(tmp_path / "state" / "events"), time.time()
+    log.append("shop", [{"event_id": f"e{i}", "user_id": f"u{i}", "type": "impression", "item_id": "i1", "ts": now,
+                         "request_id": "d" * 24 + f".home.home-feed.{'popularity' if i % 2 else 'personalized'}"}
+                        for i in range(6)])
+    assert main(["report", "--app", "shop", "--config", str(config), "--from", str(now - 60),
+                 "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "experiment home-feed (scene home, control popularity)" in out and "personalized" in out
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["experiments"][0]["variants"]["personalized"]["impressions"] == 3
+    assert main(["report", "--app", "nope", "--config", str(config)]) == 2  # a clear error, not a traceback
+    assert "app 'nope' is not in" in capsys.readouterr().err

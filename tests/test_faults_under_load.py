@@ -113,7 +113,7 @@ def test_embedded_redis_killed_is_restarted_by_the_server(shop, mix, tmp_path) -
     logged = set(_logged_ids(tmp_path))
     assert set(result.acknowledged) <= logged
     _record("redis_embedded", "embedded redis-server killed (SIGKILL); the server starts it again", result,
-            "pytest tests/test_faults_under_load.py -k embedded", recovery_s=recovery,
+            "pytest tests/test_faults_under_load.py -k embedded", recovery_s=recovery, restarted_by_server=True,
             events_lost=len(set(result.acknowledged) - logged))
 
 
@@ -154,11 +154,21 @@ def test_a_killed_worker_is_replaced_and_serves_the_current_bundle(shop, mix, tm
     supervisor = psutil.Process(server.proc.pid)
 
     def workers() -> list[psutil.Process]:
-        return [p for p in supervisor.children(recursive=True) if "redis" not in p.name()]
+        """uvicorn's worker processes (spawned by multiprocessing; not its resource tracker, not Redis)."""
+        found = []
+        for child in supervisor.children():
+            try:
+                cmdline = " ".join(child.cmdline())
+            except psutil.NoSuchProcess:
+                continue
+            if "spawn_main" in cmdline and child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+        return found
 
     load = Load(server.port, APP_KEY, **mix).start()
     try:
         time.sleep(4)
+        assert len(workers()) == 2
         victim = workers()[0]
         victim.kill()
         killed_at = load.elapsed()
