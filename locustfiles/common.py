@@ -48,7 +48,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from locust import FastHttpUser, LoadTestShape, constant_throughput, events, task
+from locust import FastHttpUser, LoadTestShape, events, task
 
 from locustfiles.shapes import MAX_RAMP_S, SPIKE_FACTOR, Plan, plan_for
 
@@ -109,7 +109,11 @@ FORMS = (("q", 0.6, "zh"), ("pinyin", 0.25, "pinyin"), ("initials", 0.15, "initi
 class MallUser(FastHttpUser):
     """One slot of the mini-program's traffic: a visitor (known, cold or unknown) at a time."""
 
-    wait_time = constant_throughput(TASKS_PER_USER_S)
+    def wait_time(self) -> float:
+        """Exponential pauses (mean 1 / TASKS_PER_USER_S): the visitors' requests together arrive as a
+        Poisson stream, as independent shoppers do. A constant pace would phase-lock the visitors
+        spawned together, so that each second's requests arrived in one burst of a few milliseconds."""
+        return random.expovariate(TASKS_PER_USER_S)
     # Fail fast rather than pile up when the server is saturated (it counts as a failure).
     network_timeout = 10.0
     connection_timeout = 5.0

@@ -1,8 +1,9 @@
 """Overload protection: degrade on purpose, then shed, instead of queueing into timeouts.
 
 Each worker counts the requests it holds (`in flight`: started and not yet answered, this one
-included) and keeps its recent CPU cost per request (CPU time of the event loop's thread over
-answers, every quarter second). A new request would wait about `in flight × cost` behind the others: from
+included) and keeps its recent CPU cost per read (CPU time of the event loop's thread over answered
+GET requests, every quarter second). A new read waits about `reads in flight × cost` behind the
+others (writes are not counted: they wait for an fsync or Redis in a thread, not for the loop): from
 `degrade_wait_ms` of expected wait (and at least `degrade_in_flight` requests in flight) the
 expensive paths give way to cheap ones — as many requests as it takes to bring the wait back down,
 so the worker serves full answers with whatever capacity it has and cheap ones beyond it:
@@ -92,6 +93,9 @@ class OverloadGuard:
         self.app = app
         self.owner = owner
         self.in_flight = 0
+        #: GET requests in flight: those that queue for the event loop's CPU (a write spends most of
+        #: its time waiting for an fsync or Redis in a thread, and is not answered cheaper anyway).
+        self.reads_in_flight = 0
         self.pages = PopularPages()
         self.cost_ms = 1.0  # CPU per answered request, smoothed; starts at a full home answer's order
         self._answered = 0
@@ -112,9 +116,9 @@ class OverloadGuard:
         self._mark = (now, cpu_now, self._answered)
 
     def overloaded(self, settings: OverloadSettings) -> bool:
-        """Whether a request arriving now would wait at least `degrade_wait_ms` for a full answer."""
-        return bool(settings.degrade_in_flight) and self.in_flight >= settings.degrade_in_flight \
-            and self.in_flight * self.cost_ms >= settings.degrade_wait_ms
+        """Whether a read arriving now would wait at least `degrade_wait_ms` for a full answer."""
+        return bool(settings.degrade_in_flight) and self.reads_in_flight >= settings.degrade_in_flight \
+            and self.reads_in_flight * self.cost_ms >= settings.degrade_wait_ms
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = getattr(self.owner.state, "ctx", None)
@@ -123,8 +127,11 @@ class OverloadGuard:
             return
         settings: OverloadSettings = ctx.config.overload
         path: str = scope["path"]
+        read = scope["method"] in ("GET", "HEAD")
         self.in_flight += 1
-        self._update_cost(time.monotonic())
+        self.reads_in_flight += read
+        if read:
+            self._update_cost(time.monotonic())
         try:
             if settings.shed_in_flight and self.in_flight >= settings.shed_in_flight \
                     and not path.startswith(_NEVER_SHED):
@@ -132,7 +139,7 @@ class OverloadGuard:
                 await _send_error(send, 503, "overloaded", "the server is overloaded; retry after "
                                   f"{settings.retry_after_s} s", [(b"retry-after", str(settings.retry_after_s).encode())])
                 return
-            if path.startswith("/v1/apps/") and self.overloaded(settings):
+            if read and path.startswith("/v1/apps/") and self.overloaded(settings):
                 ctx.metrics.overload.labels(action="degraded", route=_route_kind(path)).inc()
                 if await self._cheap_home(ctx, scope, send):
                     return
@@ -140,7 +147,8 @@ class OverloadGuard:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
-            self._answered += 1
+            self.reads_in_flight -= read
+            self._answered += read
 
     async def _cheap_home(self, ctx: Any, scope: Scope, send: Send) -> bool:
         """Answer a well-formed home request from the cached popularity page; False to pass it on."""

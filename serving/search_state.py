@@ -133,6 +133,7 @@ class SearchState:
         for i, row in enumerate(cat[["item_id", "title", "brand", "category"]].astype(str).itertuples(index=False)):
             self._learn(i, row.item_id, row.title, row.brand, row.category)
         self._hot = LiveHot(None, None, -HOT_TTL_S)
+        self._hot_index_at = -HOT_TTL_S
         self._normalized: dict[int, dict[str, str]] = {}  # trained documents' normalized fields
         self._text_keys: dict[int, str] = {}  # and their text without whitespace
         self._lock = threading.Lock()
@@ -379,7 +380,15 @@ class SearchState:
         now = time.monotonic()
         if rows is None:
             self._hot = LiveHot(None, self._hot.index, now)
-        else:
-            index = SuggestIndex.of_texts(rows, "hot", self.top_levels) if rows else None
-            self._hot = LiveHot(rows, index, now)
+            return self._hot
+        # The suggest index of the hot queries (their pinyin: tens of ms for a few hundred) is rebuilt
+        # at most every HOT_TTL_S: the hot list reads fresh rows on every call, and rebuilding there
+        # blocked the event loop under load (every request waited behind it).
+        index = self._hot.index
+        if not rows:
+            index = None
+        elif index is None or now - self._hot_index_at >= HOT_TTL_S:
+            index = SuggestIndex.of_texts(rows, "hot", self.top_levels)
+            self._hot_index_at = now
+        self._hot = LiveHot(rows, index, now)
         return self._hot
