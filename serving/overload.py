@@ -4,7 +4,7 @@ Each worker counts the requests it holds (`in flight`: started and not yet answe
 included) and keeps its recent CPU cost per read (CPU time of the event loop's thread over answered
 GET requests, every quarter second). A new read waits about `reads in flight × cost` behind the
 others (writes are not counted: they wait for an fsync or Redis in a thread, not for the loop): from
-`degrade_wait_ms` of expected wait (and at least `degrade_in_flight` requests in flight) the
+`degrade_wait_ms` of expected wait (and at least `degrade_in_flight` reads in flight) the
 expensive paths give way to cheap ones — as many requests as it takes to bring the wait back down,
 so the worker serves full answers with whatever capacity it has and cheap ones beyond it:
 - the home feed is answered right here, before FastAPI, from a page of the app's popularity ranking

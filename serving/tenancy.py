@@ -51,7 +51,7 @@ class OverloadSettings:
     #: The cheap paths answer once the expected wait of a new request — requests in flight times
     #: the worker's recent CPU cost per request — reaches this (the queue a full answer would join).
     degrade_wait_ms: float = 20.0
-    #: … and at least this many requests are in flight (0 = never degrade).
+    #: … and at least this many reads (GET requests) are in flight (0 = never degrade).
     degrade_in_flight: int = 4
     #: Requests in flight in one worker from which new requests get 503 (0 = never shed).
     shed_in_flight: int = 256
