@@ -52,37 +52,29 @@ def _related_requests(prep: sb.Prepared, port: int, n: int = 5000, seed: int = 4
     return out
 
 
-def _probe(server: sb.Server, requests: Requests, *, rate: float | None, duration_s: float,
-           concurrency: int) -> dict[str, Any]:
-    """One phase: closed loop at saturation (`rate` None) or open loop at `rate`."""
-    if rate is None:
-        run = sb._closed_loop(server.port, requests, concurrency=concurrency, warmup_s=1.0, duration_s=duration_s,
-                              max_requests=int(duration_s * 50_000) + 10_000)
-    else:
-        run = sb._open_loop(server.port, requests, rate=rate, duration_s=duration_s,
-                            connections=max(2 * concurrency, 32), max_requests=int(rate * duration_s) + 1)
-    phase = asyncio.run(run)
-    summary = phase.summary()
-    summary.pop("by_kind", None)
-    return summary
+def _saturation(server: sb.Server, requests: Requests, *, duration_s: float, concurrency: int) -> dict[str, Any]:
+    """Closed loop at saturation: requests/s and errors."""
+    phase = asyncio.run(sb._closed_loop(server.port, requests, concurrency=concurrency, warmup_s=1.0,
+                                        duration_s=duration_s, max_requests=int(duration_s * 50_000) + 10_000))
+    return phase.summary()
 
 
 def route_capacity(server: sb.Server, make: Callable[[int], Requests], *, budget_ms: float, duration_s: float,
                    concurrency: int) -> dict[str, Any]:
     """Saturation throughput, then the open-loop curve; `make(k)` gives the k-th phase's requests
     (fresh ones for routes whose requests must not repeat, such as events)."""
-    peak = _probe(server, make(0), rate=None, duration_s=duration_s, concurrency=concurrency)
+    peak = _saturation(server, make(0), duration_s=duration_s, concurrency=concurrency)
     if not peak["requests"]:
         raise RuntimeError(f"no request succeeded at saturation ({peak['errors']} errors):\n{server.log_tail()}")
     curve, best = [], None
     for k, share in enumerate(STEPS, start=1):
         rate = peak["rps"] * share
-        found = _probe(server, make(k), rate=rate, duration_s=duration_s, concurrency=concurrency)
-        point = {"offered_rps": round(rate, 1), "achieved_rps": found["rps"], "p50_ms": found["p50_ms"],
+        found = sb.at_rate(server, make(k), rate=rate, duration_s=duration_s, concurrency=max(concurrency, 16))
+        point = {"offered_rps": round(rate, 1), "achieved_rps": found["achieved_rps"], "p50_ms": found["p50_ms"],
                  "p99_ms": found["p99_ms"], "errors": found["errors"] + found["unfinished"]}
         curve.append(point)
         ok = (point["errors"] == 0 and math.isfinite(found["p99_ms"]) and found["p99_ms"] <= budget_ms
-              and found["rps"] >= 0.95 * rate)
+              and found["achieved_rps"] >= 0.95 * rate)
         if ok:
             best = point
         elif best is not None:

@@ -41,8 +41,6 @@ if str(ROOT) not in sys.path:
 
 from bench.serve_bench import HOST, running_server  # noqa: E402
 from bench.query_variants import VARIANTS, variant  # noqa: E402
-from offline_training.synth import generate_mall  # noqa: E402
-from offline_training.train import train  # noqa: E402
 from recsys.config import load_config  # noqa: E402
 from recsys.item_features import catalog_tokenizer  # noqa: E402
 from search.bm25 import ITEM_FIELD_WEIGHTS  # noqa: E402
@@ -81,6 +79,8 @@ def served(data_dir: Path, workdir: Path, family: str) -> Iterator[Callable[...,
     search routes (`get("", q=…)`, `get("/shading", user_id=…)`)."""
     (workdir / "fast.toml").write_text(FAST.format(family=family))
     _progress(f"training {data_dir.name} (search index and a {family} feed, no tuning) …")
+    from offline_training.train import train  # training's imports (scipy.stats, optuna, …) only when run
+
     train(data_dir, workdir / "artifacts", APP, config=load_config(workdir / "fast.toml"), progress=False)
     config = workdir / "minirec.toml"
     write_server_config(config, {APP: KEY}, ADMIN, None, artifacts=str(workdir / "artifacts"))
@@ -161,6 +161,8 @@ def plain_bm25_ranks(folder: Path, held: pd.DataFrame) -> list[list[str]]:
 
 def mall_relevance(workdir: Path, seed: int, users: int, items: int, events: int) -> dict[str, Any]:
     _progress(f"generating the mall (seed {seed}) …")
+    from offline_training.synth import generate_mall
+
     generate_mall(workdir / "mall", users=users, items=items, events=events, seed=seed, progress=False)
     held = split_mall(workdir / "mall", workdir / "data")
     rng = np.random.default_rng(seed)

@@ -44,7 +44,7 @@ class JetStreamLog:
         self._thread.start()
         self._nc: Any = None
         self._js: Any = None
-        self._lock = threading.Lock()
+        self._connecting = asyncio.Lock()  # used on the loop's thread only
         self.commits = 0
 
     def _run(self, coro: Any, timeout: float | None = None) -> Any:
@@ -83,13 +83,13 @@ class JetStreamLog:
                                                             allow_nan=False).encode()) for ev in events]
 
         async def publish() -> None:
-            await self._connect()
+            async with self._connecting:  # one connection attempt at a time; batches publish concurrently
+                await self._connect()
             await asyncio.gather(*(self._js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
                                    for msg_id, data in payloads))
 
         try:
-            with self._lock:  # one connection attempt at a time; the publishes themselves are concurrent
-                self._run(publish(), self.timeout_s * 2)
+            self._run(publish(), self.timeout_s * 2)
         except Exception as exc:  # noqa: BLE001 - any failure means: not acknowledged
             raise OSError(f"event stream {self.url} did not acknowledge the batch: {type(exc).__name__}: {exc}") from exc
         self.commits += 1

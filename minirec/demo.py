@@ -9,19 +9,24 @@ from pathlib import Path
 APP = "demo"
 #: The demo runs the feedback loop's two headline experiments, so the dashboard and `minirec
 #: simulate` have something to measure (half the known users get the popularity feed on purpose).
-EXPERIMENTS = """
-[apps.demo.experiments.home-feed]
+EXPERIMENTS_TEMPLATE = """
+[apps.{app}.experiments.home-feed]
 scene = "home"
 control = "popularity"
 variants.popularity = { share = 0.5, strategy = "popularity" }
 variants.personalized = { share = 0.5, strategy = "personalized" }
 
-[apps.demo.experiments.shading-word]
+[apps.{app}.experiments.shading-word]
 scene = "shading"
 control = "hot"
 variants.hot = { share = 0.5, strategy = "popularity" }
 variants.personal = { share = 0.5, strategy = "personalized" }
 """
+
+
+def demo_experiments(app: str) -> str:
+    """minirec.toml tables of the demo's experiments for `app` (the tests run them too)."""
+    return EXPERIMENTS_TEMPLATE.replace("{app}", app)
 
 
 def _show(title: str, items: list, strategy: str) -> None:
@@ -93,7 +98,7 @@ def run_demo(workdir: Path, users: int, items: int, events: int, port: int = 800
     admin_key = new_key()
     write_server_config(config, {APP: api_key}, admin_key, new_key(), artifacts="artifacts", seed_data={APP: "data"})
     with open(config, "a", encoding="utf-8") as out:
-        out.write(EXPERIMENTS)
+        out.write(demo_experiments(APP))
     newcomer_param = f"&newcomer={newcomer}" if len(newcomers) else ""
     print(f"""
 4/4 serving app 'demo' at {base} (Ctrl+C to stop); API docs at {base}/docs

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from minirec.cli import build_parser
+from minirec.demo import demo_experiments
 from minirec.simulate import Behaviour, load_mall, matches, query_matches, sample_users, top_category
 from offline_training.synth import CATALOG, generate_mall
 from tests.server_process import ROOT, ServerProcess, free_port
@@ -95,19 +96,7 @@ def test_no_server_is_a_clear_error_with_status_2(mall_dir):
     assert "is the server running at http://127.0.0.1:" in done.stderr and "Traceback" not in done.stderr
 
 
-EXPERIMENTS = """
-[apps.shop.experiments.home-feed]
-scene = "home"
-control = "popularity"
-variants.popularity = { share = 0.5, strategy = "popularity" }
-variants.personalized = { share = 0.5, strategy = "personalized" }
-
-[apps.shop.experiments.shading-word]
-scene = "shading"
-control = "hot"
-variants.hot = { share = 0.5, strategy = "popularity" }
-variants.personal = { share = 0.5, strategy = "personalized" }
-"""
+EXPERIMENTS = demo_experiments("shop")  # the two experiments `minirec demo` runs
 
 
 def interval_ok(metric: dict) -> bool:
