@@ -1,6 +1,6 @@
 """Faults during a traffic mix, against real processes: Redis killed and restarted (external and
 embedded), a bundle published (and a corrupt one) mid-load, a worker killed, the event log unwritable.
-Each test writes its row of the README's fault table to `artifacts/faults/<name>.json`."""
+Each test writes its row of the fault table (docs/faults.md) to `artifacts/faults/<name>.json`."""
 
 from __future__ import annotations
 
