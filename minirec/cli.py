@@ -35,10 +35,20 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     imp = dsub.add_parser("import", help="convert a public data set into a data folder",
                           description="Convert a public data set into the minirec data folder contract.")
     isub = imp.add_subparsers(dest="source", required=True, metavar="SOURCE")
-    for name, what in (("movielens", "MovieLens 100K layout (u.data, u.user, u.item)"),
-                       ("amazon-unisrec", "Amazon 2018 in UniSRec preprocessing (*.text, *.inter, *2index)")):
-        p = isub.add_parser(name, help=what, description=f"Import the {what}.")
-        p.add_argument("path", help="folder of the source data set")
+    folder = "folder of the source data set"
+    for name, what, more, where in (
+            ("movielens", "MovieLens 100K layout (u.data, u.user, u.item)", "", folder),
+            ("amazon-unisrec", "Amazon 2018 in UniSRec preprocessing (*.text, *.inter, *2index)", "", folder),
+            ("tafeng", "Ta-Feng grocery purchase log (ta_feng_all_months_merged.csv.zip): one purchase per "
+                       "customer, product and day; AGE_GROUP, PIN_CODE as merchant profile",
+             " Each customer's lines of one product on one day become one `purchase` event (value = the "
+             "summed AMOUNT, ts = that day 00:00 in Taiwan, UTC+8); every product becomes an item (title "
+             "`商品 <PRODUCT_ID>`, as the data set has no names; category = PRODUCT_SUBCLASS; price = median "
+             "SALES_PRICE/AMOUNT); AGE_GROUP and PIN_CODE become the merchant profile columns age_group and "
+             "area. No platform profiles.",
+             "the .csv.zip, the folder holding it, or the unzipped .csv")):
+        p = isub.add_parser(name, help=what, description=f"Import the {what}.{more}")
+        p.add_argument("path", help=where)
         p.add_argument("--out", required=True, help="data folder to write")
         p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
@@ -99,11 +109,16 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
                                     "every tuning trial).")
     ev.add_argument("--data", required=True, help="the app's data folder")
     ev.add_argument("--protocol", required=True,
-                    choices=["stratified", "last-out", "cold-users", "cold-items", "fold-in"],
-                    help="stratified: per-user random 75/25; last-out: each user's latest item; cold-users: 20%% of "
+                    choices=["temporal", "stratified", "last-out", "cold-users", "cold-items", "fold-in"],
+                    help="temporal: train before a cut in time (--cut), test what users did after it: known users "
+                         "on everything (repeats too) and on items new to them, first visits from their profile, "
+                         "each beside best sellers and 'buy again'; stratified: per-user random 75/25; "
+                         "last-out: each user's latest item; cold-users: 20%% of "
                          "users held out (profile only); cold-items: 20%% of items held out (content only); "
                          "fold-in: 20%% of users left out of training, 75%% of their items folded in as serving "
                          "does with recent events")
+    ev.add_argument("--cut", help="temporal: the cut, a date (2001-02-01, UTC) or Unix seconds (default: "
+                                   "evaluate.test_days before the newest event)")
     ev.add_argument("--k", type=int, default=10, help="cut-off of the ranking metrics (default 10)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     ev.add_argument("--json", help="write the report as JSON to this file")
@@ -259,7 +274,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
                                   seed=args.seed, overwrite=args.overwrite))
     elif args.data_command == "import":
         from offline_training import importers
-        fn = importers.import_movielens if args.source == "movielens" else importers.import_amazon_unisrec
+        fn = {"movielens": importers.import_movielens, "amazon-unisrec": importers.import_amazon_unisrec,
+              "tafeng": importers.import_tafeng}[args.source]
         _print_json(fn(args.path, args.out, overwrite=args.overwrite))
     elif args.data_command == "export-events":
         from features.eventlog import export_events
@@ -330,6 +346,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ValueError("--k must be at least 1")
     cfg = load_config(args.config)
+    if args.cut:
+        from recsys.config import parse_cut
+        parse_cut(args.cut)  # a clear error before the data is read
+        cfg.evaluate.temporal_cut = args.cut
     data = load_data_folder(args.data, args.platform, cfg.scope_map())
     result = evaluate(data, cfg, args.protocol, k=args.k, seed=args.seed, progress=not args.quiet,
                       tuning=False if args.no_tune else None)
@@ -339,6 +359,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
               f"(validation NDCG@{known['k']} {known['value']:.4f})", file=sys.stderr)
     print(f"{args.protocol}: {result['n_users']} users, model = {result['model_name']}, "
           f"baseline = {result['baseline_name']}\n{report_mod.table(result)}")
+    if "groups" in result:
+        print(report_mod.groups_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
     if args.report:

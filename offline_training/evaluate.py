@@ -23,6 +23,7 @@ never seen by the search.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,16 +34,19 @@ from tqdm.auto import tqdm
 
 from features.store import RECENT_MAX
 from offline_training.datafolder import AppData
+from offline_training.evaluate_temporal import temporal_groups
 from offline_training.fit import fit_models, known_family, positive_mask
 from offline_training.metrics import ranking_metrics
-from offline_training.splits import make_split
-from offline_training.tuning import TuningOutcome, apply_known, tune_known, tuning_budget
+from offline_training.splits import NoTimeToSplit, make_split, temporal_cut
+from offline_training.tuning import (TuningOutcome, apply_known, config_params, fit_trial, tune_known,
+                                     tuning_budget)
 from offline_training.tuning_cold import apply_cold, tune_cold
-from offline_training.validation import TuningSkipped, carve_validation
-from recsys.config import TrainConfig
+from offline_training.tuning_repeat import apply_repeat, tune_repeat
+from offline_training.validation import TuningSkipped, Validation, carve_validation
+from recsys.config import TrainConfig, parse_cut
 from recsys.models import TrainedModels
 from recsys.pipeline import rank
-from recsys.rules import EVALUATION_RULES
+from recsys.rules import EVALUATION_RULES, SceneRules
 from recsys.served import ServedModels
 from recsys.topk import blocked_top_k
 from recsys.user_state import UserState
@@ -54,6 +58,7 @@ BASELINE_NAMES = {
     "cold-users": "global popularity",
     "cold-items": "category popularity",
     "fold-in": "global popularity",
+    "temporal": "best sellers (all time)",
 }
 
 
@@ -61,6 +66,9 @@ def model_name(protocol: str, cfg: TrainConfig) -> str:
     family = known_family(cfg)
     if protocol in ("stratified", "last-out"):
         return family
+    if protocol == "temporal":
+        mix = cfg.repeat.mix_weight
+        return f"home feed: {family}" + (f" + past purchases (mix {mix:g})" if mix > 0 else ", purchases excluded")
     if protocol == "fold-in":
         return f"{family} folded in from the user's newest events"
     if protocol == "cold-users":
@@ -105,13 +113,13 @@ def user_states(data: AppData, user_ids: list[str], history: pd.DataFrame | None
 
 
 def pipeline_recs(served: ServedModels, user_ids: list[str], states: list[UserState], k: int,
-                  progress: bool = False) -> np.ndarray:
+                  progress: bool = False, rules: SceneRules = EVALUATION_RULES) -> np.ndarray:
     """[n_users, k] catalog indices ranked by the serving pipeline (-1 where a page is short)."""
     recs = np.full((len(user_ids), k), -1, dtype=np.int64)
     index = served.models.items.index
     for row, (user_id, state) in enumerate(tqdm(list(zip(user_ids, states)), desc="ranking", unit="user",
                                                 disable=not progress, leave=False)):
-        items, _, _ = rank(served, user_id, state, EVALUATION_RULES, n=k, offset=0)
+        items, _, _ = rank(served, user_id, state, rules, n=k, offset=0)
         ids = [index[i.item_id] for i in items if i.item_id in index]
         recs[row, : len(ids)] = ids
     return recs
@@ -158,25 +166,58 @@ class Evaluation:
     tuning: TuningOutcome
 
 
-def tune(data: AppData, frame: pd.DataFrame, cfg: TrainConfig, *, warm: bool = True, cold: bool = True,
-         validation_protocol: str = "stratified", budget_seconds: float | None = None,
-         progress: bool = True) -> tuple[TrainConfig, TuningOutcome]:
-    """Tune on `frame` (training rows only): the known-user model if `warm`, first visits if `cold`.
+def choose_validation(frame: pd.DataFrame, cfg: TrainConfig, fallback: str = "stratified") -> tuple[str, str | None]:
+    """"temporal" when tuning may validate on time and `frame` spans enough of it; otherwise
+    `fallback` and the reason why time could not be used (for the report)."""
+    if not cfg.tuning.validate_on_time:
+        return fallback, None
+    try:
+        temporal_cut(frame, cfg.evaluate.test_days, cfg.tuning.min_span_days)
+    except NoTimeToSplit as exc:
+        return fallback, f"validated on random held-out pairs, not on time: {exc}"
+    return "temporal", None
 
+
+def served_scores(val: Validation, cfg: TrainConfig) -> Callable[[np.ndarray], np.ndarray]:
+    """Scores of the known-user path `cfg` serves, fitted on `val`'s training side (user rows → scores)."""
+    family = known_family(cfg)
+    if family == "popularity":
+        pop = val.popularity_scores(cfg.popularity.half_life_days)
+        return lambda rows: np.broadcast_to(pop, (len(rows), len(pop)))
+    model, conf = fit_trial(val, cfg, family, config_params(cfg, family))
+    return lambda rows: model.user_scores(rows, conf)
+
+
+def tune(data: AppData, frame: pd.DataFrame, cfg: TrainConfig, *, warm: bool = True, cold: bool = True,
+         validation_protocol: str | None = None, budget_seconds: float | None = None,
+         progress: bool = True) -> tuple[TrainConfig, TuningOutcome]:
+    """Tune on `frame` (training rows only): the known-user model and repeat purchases if `warm`,
+    first visits if `cold`.
+
+    Validation is on time where the data allows (`choose_validation`) unless `validation_protocol` is given.
     The budget (default: `tuning_budget` for `frame`) is shared `tuning.cold_share` to first visits
     when both run and the data has profiles; one part alone gets all of it."""
     outcome = TuningOutcome()
     budget = tuning_budget(cfg, len(frame)) if budget_seconds is None else budget_seconds
     has_profiles = not (data.merchant_profiles.empty and data.platform_profiles.empty)
     cold_budget = budget * cfg.tuning.cold_share if (warm and cold and has_profiles) else budget
+    protocol = validation_protocol
+    if protocol is None:
+        protocol, why = choose_validation(frame, cfg)
+        if why:
+            outcome.skipped.append(why)
+    outcome.protocol = protocol
     if warm:
         try:
-            val = carve_validation(data.items, frame, cfg, validation_protocol)
-            finals = carve_validation(data.items, frame, cfg, validation_protocol, second=True)
+            val = carve_validation(data.items, frame, cfg, protocol)
+            finals = carve_validation(data.items, frame, cfg, protocol, second=True)
             outcome.validation = finals
             outcome.known = tune_known(val, finals, cfg, budget - cold_budget if cold and has_profiles else budget,
                                        progress)
             cfg = apply_known(cfg, outcome.known)
+            if protocol == "temporal":
+                outcome.repeat = tune_repeat(val, finals, cfg, served_scores(val, cfg), served_scores(finals, cfg))
+                cfg = apply_repeat(cfg, outcome.repeat)
         except TuningSkipped as exc:
             outcome.skipped.append(f"known-user model: {exc}")
     if cold:
@@ -184,7 +225,9 @@ def tune(data: AppData, frame: pd.DataFrame, cfg: TrainConfig, *, warm: bool = T
             outcome.skipped.append("first visits: the data has no user profiles")
         else:
             try:
-                outcome.cold = tune_cold(data, frame, cfg, cold_budget, progress)
+                cut = temporal_cut(frame, cfg.evaluate.test_days, cfg.tuning.min_span_days) \
+                    if protocol == "temporal" else None
+                outcome.cold = tune_cold(data, frame, cfg, cold_budget, progress, cut=cut)
                 cfg = apply_cold(cfg, outcome.cold)
             except TuningSkipped as exc:
                 outcome.skipped.append(str(exc))
@@ -196,6 +239,8 @@ def run_evaluation(data: AppData, cfg: TrainConfig, protocol: str, k: int = 10, 
     """Evaluate `protocol` on `data`, tuning on its training side first unless `tuning` is False
     (default: the config's `tuning.enabled`)."""
     started = time.perf_counter()
+    if protocol == "temporal":
+        return _run_temporal(data, cfg, k, seed, progress, tuning, started)
     split = make_split(protocol, data.interactions, positive_mask(data.interactions, cfg), seed)
     if split.test.empty:
         raise ValueError(f"protocol {protocol!r} leaves no test interactions for this data")
@@ -204,8 +249,9 @@ def run_evaluation(data: AppData, cfg: TrainConfig, protocol: str, k: int = 10, 
         if protocol in WARM_PROTOCOLS:
             validation = "last-out" if protocol == "last-out" else "stratified"
             cfg, outcome = tune(data, split.train, cfg, cold=False, validation_protocol=validation, progress=progress)
-        elif protocol == "cold-users":
-            cfg, outcome = tune(data, split.train, cfg, warm=False, progress=progress)
+        elif protocol == "cold-users":  # held-out users at random: first visits are tuned the same way
+            cfg, outcome = tune(data, split.train, cfg, warm=False, validation_protocol="stratified",
+                                progress=progress)
     cold_parts = {"hybrid"} if cfg.coldstart.hybrid_weight > 0 else set()
     needs = {"stratified": {"known"}, "last-out": {"known"}, "cold-users": cold_parts, "cold-items": {"hybrid"},
              "fold-in": {"known"}}
@@ -253,6 +299,59 @@ def run_evaluation(data: AppData, cfg: TrainConfig, protocol: str, k: int = 10, 
         "tuning": outcome.to_dict(),
         "seconds": round(time.perf_counter() - started, 2),
     }
+    return Evaluation(report, cfg, outcome)
+
+
+def evaluation_cut(data: AppData, cfg: TrainConfig) -> float:
+    """The temporal protocol's cut: `evaluate.temporal_cut`, or `test_days` before the newest event
+    (NoTimeToSplit when the data spans too little time)."""
+    if cfg.evaluate.temporal_cut:
+        return parse_cut(cfg.evaluate.temporal_cut)
+    return temporal_cut(data.interactions, cfg.evaluate.test_days, cfg.tuning.min_span_days)
+
+
+def _run_temporal(data: AppData, cfg: TrainConfig, k: int, seed: int, progress: bool, tuning: bool | None,
+                  started: float) -> Evaluation:
+    """The temporal protocol (`offline_training/evaluate_temporal.py`): tune on time before the cut,
+    train on it, rank the three groups through the serving pipeline beside the baselines."""
+    cut = evaluation_cut(data, cfg)
+    split = make_split("temporal", data.interactions, positive_mask(data.interactions, cfg), seed, cut=cut)
+    if split.test.empty or split.train.empty:
+        raise ValueError(f"the temporal cut {cut:.0f} leaves no {'test' if split.test.empty else 'training'} "
+                         "interactions (evaluate.temporal_cut)")
+    outcome = TuningOutcome()
+    if tuning if tuning is not None else cfg.tuning.enabled:
+        cfg, outcome = tune(data, split.train, cfg, progress=progress)
+    parts = {"known", "hybrid"} if cfg.coldstart.hybrid_weight > 0 else {"known"}
+    models = fit_models(data, cfg, split.train, progress=progress, parts=frozenset(parts))
+    served = ServedModels.of(models, cfg)
+
+    def states_of(user_ids: list[str]) -> list[UserState]:
+        states = user_states(data, user_ids)
+        for state in states:
+            state.now = cut
+        return states
+
+    def ranks(served: ServedModels, user_ids: list[str], states: list[UserState], k: int,
+              rules: SceneRules) -> np.ndarray:
+        return pipeline_recs(served, user_ids, states, k, progress, rules)
+
+    groups = temporal_groups(data, models, served, split.train, split.test, cut, cfg, k, cfg.evaluate.max_users,
+                             seed, ranks, states_of, progress)
+    if not groups:
+        raise ValueError("the temporal protocol found no user to test after the cut")
+    main = groups.get("known, all items") or next(iter(groups.values()))
+    report = {
+        "protocol": "temporal", "k": k, "seed": seed, "cut": cut, "n_users": main["n_users"],
+        "n_items": len(models.items), "model_name": model_name("temporal", cfg),
+        "baseline_name": "best sellers (all time)", "model": main["model"],
+        "popularity": main["baselines"].get("best sellers (all time)", main["model"]),
+        "groups": groups, "repeat_stats": models.repeat.stats if models.repeat is not None else {},
+        "tuning": outcome.to_dict(), "seconds": round(time.perf_counter() - started, 2),
+    }
+    ndcg = f"ndcg@{k}"
+    report["lift_ndcg"] = (report["model"][ndcg] / report["popularity"][ndcg] - 1
+                           if report["popularity"][ndcg] > 0 else None)
     return Evaluation(report, cfg, outcome)
 
 

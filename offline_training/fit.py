@@ -21,6 +21,7 @@ from recsys.popularity import Popularity
 from recsys.profile_kernel import ProfileKernel, field_of
 from recsys.profiles import feature_matrix, profile_key_table
 from recsys.related import RelatedItems
+from recsys.repeat import RepeatModel
 
 STAGES = ("matrices", "known-user model", "popularity", "profile kernel", "hybrid", "related items")
 #: Parts of a bundle; evaluation fits only the parts its protocol scores with.
@@ -45,6 +46,16 @@ def confidence_matrix(frame: pd.DataFrame, cfg: TrainConfig, users: IdMap, items
     half_life = ev.half_life_days if half_life_days is None else half_life_days
     return user_item_matrix(users.lookup(frame["user_id"]), items.lookup(frame["item_id"]),
                             event_weights(frame, ev.weights, ev.use_rating_value, half_life), len(users), len(items))
+
+
+def kernel_interactions(frame: pd.DataFrame, cfg: TrainConfig, users: IdMap, items: IdMap) -> sp.csr_matrix:
+    """What the first-visit kernel counts per (user, item): 1 for an engagement, fading with the
+    popularity half-life when there is one (so trends reach first visits too), capped at 1."""
+    unit = {event: 1.0 if weight > 0 else 0.0 for event, weight in cfg.events.weights.items()}
+    matrix = user_item_matrix(users.lookup(frame["user_id"]), items.lookup(frame["item_id"]),
+                              event_weights(frame, unit, False, cfg.popularity.half_life_days), len(users), len(items))
+    matrix.data = np.minimum(matrix.data, 1.0)
+    return matrix
 
 
 def positive_mask(frame: pd.DataFrame, cfg: TrainConfig) -> np.ndarray:
@@ -120,8 +131,8 @@ def fit_models(data: AppData, cfg: TrainConfig, interactions: pd.DataFrame | Non
 
     stage("profile kernel")
     cold = cfg.coldstart
-    kernel = ProfileKernel.fit(keys, users, confidences, kernel_fields(keys, cold.fields), cold.field_weights,
-                               cold.power, cold.bandwidth_scale)
+    kernel = ProfileKernel.fit(keys, users, kernel_interactions(frame, cfg, users, items), kernel_fields(keys, cold.fields),
+                               cold.field_weights, cold.power, cold.bandwidth_scale, binary=False)
     bar.update()
 
     stage("hybrid")
@@ -139,5 +150,6 @@ def fit_models(data: AppData, cfg: TrainConfig, interactions: pd.DataFrame | Non
     bar.close()
 
     catalog = data.items[list(CATALOG_COLUMNS)].reset_index(drop=True)
+    repeat = RepeatModel.fit(frame, users, items, dataclasses.replace(cfg.repeat))
     return TrainedModels(users, items, catalog, confidences, known, hybrid, popularity, related,
-                         content_vectors, kernel, cold.hybrid_weight)
+                         content_vectors, kernel, cold.hybrid_weight, repeat)

@@ -21,7 +21,7 @@ import numpy as np
 
 from offline_training.fit import known_family
 from offline_training.tuning import KnownTuning, config_params, score_config
-from offline_training.validation import Comparison, Validation
+from offline_training.validation import Z_ONE_SIDED_95, Comparison, Validation
 from recsys import bundle
 from recsys.config import TrainConfig, config_from_dict
 
@@ -41,8 +41,10 @@ class GateResult:
 
 
 def check_gate(val: Validation | None, cfg: TrainConfig, artifacts: str | os.PathLike, app: str,
-               tuned: KnownTuning | None = None) -> GateResult:
-    """Judge the config `cfg` trains against popularity and the published bundle on `val`."""
+               tuned: KnownTuning | None = None, repeat: Any = None) -> GateResult:
+    """Judge the config `cfg` trains against popularity and the published bundle on `val`; on a split
+    in time also the home feed (repurchases mixed in) against "buy again" and best sellers (`repeat`,
+    a `RepeatTuning`)."""
     if val is None:
         return GateResult(True, ["no validation split on this data: published without the gate"])
     family = known_family(cfg)
@@ -50,7 +52,8 @@ def check_gate(val: Validation | None, cfg: TrainConfig, artifacts: str | os.Pat
         new_per_user = tuned.per_user
     else:
         new_per_user = score_config(val, cfg, family, config_params(cfg, family))
-    versus = Comparison.of(new_per_user, val.popularity_per_user())
+    # on a split in time the baseline is the trend-aware best sellers that serving would show
+    versus = Comparison.of(new_per_user, val.popularity_per_user(cfg.popularity.half_life_days if val.cut else 0.0))
     new, popularity = versus.model, versus.popularity
     result = GateResult(True, new=new, popularity=popularity, n_users=len(val.rows))
     k = val.k
@@ -59,6 +62,14 @@ def check_gate(val: Validation | None, cfg: TrainConfig, artifacts: str | os.Pat
         result.reasons.append(f"{family} does not beat popularity on the validation split (NDCG@{k} {new:.4f} vs "
                               f"{popularity:.4f}; per-user gain {versus.gain:+.4f} ± {versus.stderr:.4f} is not "
                               f"significant)")
+    for name, versus_baseline in (repeat.versus.items() if repeat is not None else ()):
+        if name == "model alone":
+            continue
+        lost = Comparison(**versus_baseline)
+        if lost.gain + Z_ONE_SIDED_95 * lost.stderr < 0:  # significantly worse on the merchant's future
+            result.passed = False
+            result.reasons.append(f"the home feed loses to {name} on the future (all items bought after the "
+                                  f"validation cut): NDCG@{k} {lost.model:.4f} vs {lost.popularity:.4f}")
     current = bundle.current_version(artifacts, app)
     if current is not None:
         try:

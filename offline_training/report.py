@@ -33,6 +33,17 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def groups_table(report: dict[str, Any]) -> str:
+    """The temporal protocol's groups: NDCG@k and recall@k of the model and every baseline, per group."""
+    k = report["k"]
+    lines = []
+    for name, group in report.get("groups", {}).items():
+        lines += ["", f"{name} ({group['n_users']} users)", f"{'':<52}{'NDCG@' + str(k):>10}{'recall@' + str(k):>11}"]
+        rows = [("minirec", group["model"]), *group["baselines"].items()]
+        lines += [f"{label[:52]:<52}{m[f'ndcg@{k}']:>10.4f}{m[f'recall@{k}']:>11.4f}" for label, m in rows]
+    return "\n".join(lines)
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"

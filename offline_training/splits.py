@@ -10,6 +10,10 @@ on the same side (a view in train and the purchase of the same item in test woul
   which the model knows only by their content.
 - fold-in: 20% of users are left out of training; 75% of each one's pairs are their history, which is
   folded into the trained model as serving does with a user's recent events; the rest is the test.
+- temporal: everything before a cut in time trains, the positive pairs after it are the test: what a
+  merchant's shoppers do next. Its test pairs keep repeats (an item bought before and again after the
+  cut); evaluation scores known users on all of them and on the items new to them, and first visits
+  (users with no positive event before the cut) from their profiles.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.config import PROTOCOLS
-
+from recsys.matrix import SECONDS_PER_DAY
 
 
 @dataclass
@@ -127,10 +131,56 @@ def fold_in(frame: pd.DataFrame, positive: np.ndarray, seed: int, share: float =
     return Split("fold-in", frame.loc[~is_held].reset_index(drop=True), inner.test, history=inner.train)
 
 
-def make_split(protocol: str, frame: pd.DataFrame, positive: np.ndarray, seed: int) -> Split:
-    """Split interactions by `protocol` (one of PROTOCOLS)."""
+class NoTimeToSplit(ValueError):
+    """The data's timestamps cannot support a split in time; the message says why."""
+
+
+def span_days(frame: pd.DataFrame) -> float:
+    """Days between the first and the last event of `frame` (0 when empty)."""
+    if frame.empty:
+        return 0.0
+    ts = frame["ts"].to_numpy(np.float64)
+    return float(ts.max() - ts.min()) / SECONDS_PER_DAY
+
+
+def temporal_cut(frame: pd.DataFrame, test_days: float, min_span_days: float) -> float:
+    """The default cut: `test_days` before the newest event, at most a quarter of the span, so that
+    at least three quarters of the data's time trains. Raises NoTimeToSplit on data spanning less
+    than `min_span_days` (all timestamps equal, or an import that stamped everything at once)."""
+    span = span_days(frame)
+    if span < min_span_days:
+        raise NoTimeToSplit(f"the interactions span {span:.1f} days (a split in time needs at least "
+                            f"{min_span_days:g}; tuning.min_span_days)")
+    newest = float(frame["ts"].max())
+    return newest - min(test_days, span / 4) * SECONDS_PER_DAY
+
+
+def temporal(frame: pd.DataFrame, positive: np.ndarray, seed: int, cut: float) -> Split:
+    """Rows before `cut` train; the distinct positive (user, item) pairs at or after it are the test."""
+    ts = frame["ts"].to_numpy(np.float64)
+    before = ts < cut
+    test = _pairs(frame.loc[~before], positive[~before])[["user_id", "item_id"]].reset_index(drop=True)
+    return Split("temporal", frame.loc[before].reset_index(drop=True), test)
+
+
+def temporal_first_visits(frame: pd.DataFrame, positive: np.ndarray, cut: float) -> Split:
+    """Rows before `cut` train; the test is what users with no positive event before it engaged with
+    after it (first visits of the merchant's future)."""
+    split = temporal(frame, positive, 0, cut)
+    known = split.train.loc[positive[frame["ts"].to_numpy(np.float64) < cut], "user_id"].unique()
+    test = split.test[~split.test["user_id"].isin(known)].reset_index(drop=True)
+    return Split("temporal", split.train, test)
+
+
+def make_split(protocol: str, frame: pd.DataFrame, positive: np.ndarray, seed: int,
+               cut: float | None = None) -> Split:
+    """Split interactions by `protocol` (one of PROTOCOLS); `cut` (Unix seconds) only for temporal."""
     makers = {"stratified": stratified, "last-out": last_out, "cold-users": cold_users, "cold-items": cold_items,
               "fold-in": fold_in}
+    if protocol == "temporal":
+        if cut is None:
+            raise ValueError("the temporal protocol needs a cut (Unix seconds)")
+        return temporal(frame, positive, seed, cut)
     if protocol not in makers:
         raise ValueError(f"unknown protocol {protocol!r} (choose from {', '.join(PROTOCOLS)})")
     return makers[protocol](frame, positive, seed)

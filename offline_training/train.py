@@ -1,8 +1,10 @@
 """`minirec train`: data folder → validated data → tuning → evaluation → models → bundle → gate → publish.
 
-1. Tuning (unless off) searches the known-user model and the first-visit blend on validation splits
-   carved from the training side of the evaluation's splits (all data with `--no-eval`), so the
-   report's test figures are never seen by the search.
+1. Tuning (unless off) searches the known-user model, repeat purchases and the first-visit blend on
+   validation splits carved from the training side of the evaluation's splits (all data with
+   `--no-eval`), so the report's test figures are never seen by the search. Validation is on time
+   (train before a cut, judge what users did after it) wherever the data spans enough of it; the
+   report says why when it fell back to random held-out pairs.
 2. The evaluation protocols of the config run with the tuned settings.
 3. The models are trained on all data with them and written as a bundle.
 4. The publish gate compares the new configuration with popularity and with the published version on
@@ -24,7 +26,7 @@ from offline_training.datafolder import AppData, load_data_folder
 from offline_training import evaluate as evaluation
 from offline_training.fit import fit_models, known_family, positive_mask
 from offline_training.gate import GateResult, check_gate
-from offline_training.splits import make_split
+from offline_training.splits import NoTimeToSplit, make_split
 from offline_training.tuning import TuningOutcome, tuning_budget
 from offline_training.validation import TuningSkipped, carve_validation
 from recsys import bundle
@@ -58,10 +60,26 @@ def _log(message: str, quiet: bool) -> None:
 
 def _training_side(data: AppData, cfg: TrainConfig, protocol: str, evaluating: bool):
     """The rows tuning may learn from: the training side of the evaluation's split of `protocol`
-    (same seed, so the report's test pairs stay unseen), or all data when nothing is evaluated."""
+    (same seed and cut, so the report's test pairs stay unseen), or all data when nothing is evaluated."""
     if not evaluating:
         return data.interactions
-    return make_split(protocol, data.interactions, positive_mask(data.interactions, cfg), cfg.evaluate.seed).train
+    positive = positive_mask(data.interactions, cfg)
+    cut = evaluation.evaluation_cut(data, cfg) if protocol == "temporal" else None
+    return make_split(protocol, data.interactions, positive, cfg.evaluate.seed, cut=cut).train
+
+
+def _protocols(data: AppData, cfg: TrainConfig, run_evaluation: bool) -> tuple[list[str], str | None]:
+    """The evaluation protocols to run: temporal becomes stratified + cold-users where the data has too
+    little time (and the reason is returned for the report)."""
+    protocols = list(cfg.evaluate.protocols) if run_evaluation else []
+    if "temporal" not in protocols:
+        return protocols, None
+    try:
+        evaluation.evaluation_cut(data, cfg)
+    except NoTimeToSplit as exc:
+        swapped = [q for p in protocols for q in (("stratified", "cold-users") if p == "temporal" else (p,))]
+        return list(dict.fromkeys(swapped)), f"evaluated on a random split, not on time: {exc}"
+    return protocols, None
 
 
 def train(data_dir: str | os.PathLike, artifacts: str | os.PathLike, app: str, *,
@@ -82,28 +100,34 @@ def train(data_dir: str | os.PathLike, artifacts: str | os.PathLike, app: str, *
     data = load_data_folder(data_dir, platform_dir, cfg.scope_map())
     _log(f"{len(data.items)} items, {len(data.interactions)} interactions, "
          f"{data.interactions['user_id'].nunique()} users", quiet)
-    protocols = list(cfg.evaluate.protocols) if run_evaluation else []
+    protocols, no_time = _protocols(data, cfg, run_evaluation)
+    if no_time:
+        _log(no_time, quiet)
     do_tune = cfg.tuning.enabled if tuning is None else tuning
     outcome = TuningOutcome()
-    warm_protocol = next((p for p in protocols if p in ("stratified", "last-out")), "stratified")
+    warm_protocol = next((p for p in protocols if p in ("temporal", "stratified", "last-out")), "stratified")
     warm_frame = _training_side(data, cfg, warm_protocol, warm_protocol in protocols)
-    validation_protocol = "last-out" if warm_protocol == "last-out" else "stratified"
+    validation_protocol, why = evaluation.choose_validation(
+        warm_frame, cfg, fallback="last-out" if warm_protocol == "last-out" else "stratified")
     if do_tune:
         # one budget for both searches, a `cold_share` of it for first visits when there are profiles
         budget = tuning_budget(cfg, len(data.interactions))
         has_profiles = not (data.merchant_profiles.empty and data.platform_profiles.empty)
         cold_budget = budget * cfg.tuning.cold_share if has_profiles else 0.0
-        _log(f"tuning the known-user model ({budget - cold_budget:.0f} s) …", quiet)
+        _log(f"tuning the known-user model on {validation_protocol} validation ({budget - cold_budget:.0f} s) …", quiet)
         cfg, outcome = evaluation.tune(data, warm_frame, cfg, cold=False, validation_protocol=validation_protocol,
                                        budget_seconds=budget - cold_budget, progress=progress)
-        cold_frame = _training_side(data, cfg, "cold-users", "cold-users" in protocols)
+        # on time, first visits are the users who arrive after tuning's cut in the same rows
+        cold_frame = warm_frame if validation_protocol == "temporal" else \
+            _training_side(data, cfg, "cold-users", "cold-users" in protocols)
         if has_profiles:
             _log(f"tuning first visits ({cold_budget:.0f} s) …", quiet)
-        cfg, cold_outcome = evaluation.tune(data, cold_frame, cfg, warm=False, budget_seconds=cold_budget,
-                                            progress=progress)
+        cfg, cold_outcome = evaluation.tune(data, cold_frame, cfg, warm=False, validation_protocol=validation_protocol,
+                                            budget_seconds=cold_budget, progress=progress)
         outcome.cold, outcome.skipped = cold_outcome.cold, outcome.skipped + cold_outcome.skipped
-        for reason in outcome.skipped:
-            _log(f"tuning skipped: {reason}", quiet)
+    outcome.skipped = [s for s in (no_time, why) if s] + outcome.skipped
+    for reason in outcome.skipped:
+        _log(f"tuning: {reason}", quiet)
     if cfg.model.family == "auto":  # not tuned: the manifest records what was trained
         cfg = cfg.copy()
         cfg.model.family = known_family(cfg)
@@ -127,7 +151,7 @@ def train(data_dir: str | os.PathLike, artifacts: str | os.PathLike, app: str, *
             except TuningSkipped as exc:
                 _log(f"publish gate: {exc}", quiet)
         _log("publish gate …", quiet)
-        gate = check_gate(val, cfg, artifacts, app, outcome.known)
+        gate = check_gate(val, cfg, artifacts, app, outcome.known, outcome.repeat)
     else:
         gate = None
     with bundle.BundleWriter(artifacts, app) as writer:

@@ -204,8 +204,8 @@ def fit_trial(val: Validation, cfg: TrainConfig, family: str, params: dict[str, 
 def score_config(val: Validation, cfg: TrainConfig, family: str, params: dict[str, Any]) -> np.ndarray:
     """Per-user validation NDCG of one configuration (the publish gate scores the published bundle's
     configuration this way)."""
-    if family == "popularity":
-        return val.popularity_per_user()
+    if family == "popularity":  # on the future, the trend-aware popularity that serving uses
+        return val.popularity_per_user(cfg.popularity.half_life_days if val.cut is not None else 0.0)
     model, conf = fit_trial(val, cfg, family, params)
     return val.ndcg_per_user(lambda rows: model.user_scores(rows, conf))
 
@@ -275,8 +275,8 @@ def tune_known(val: Validation, finals: Validation, cfg: TrainConfig, budget_sec
     deadline = started + budget_seconds * (1 - FINALS_SHARE)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     families = candidate_families(cfg, len(val.items))
-    popularity = val.popularity_ndcg()
     pop_half_life, _ = _best_popularity_half_life(val, cfg)
+    popularity = val.popularity_ndcg(pop_half_life if val.cut is not None else 0.0)
     every = max(1, cfg.als.iterations // 3)
     studies = {}
     for i, family in enumerate(families):
@@ -335,7 +335,9 @@ def tune_known(val: Validation, finals: Validation, cfg: TrainConfig, budget_sec
     finalists, per_user = _finals(finals, cfg, completed, started + budget_seconds)
     winner = max(finalists, key=lambda f: (f.score, -f.trial))
     best = next(t for t in completed if t.number == winner.trial)
-    versus = Comparison.of(per_user[winner.trial], finals.popularity_per_user())
+    # on the future, the model must beat the best sellers of the chosen trend half-life, not just all-time ones
+    versus = Comparison.of(per_user[winner.trial],
+                           finals.popularity_per_user(pop_half_life if finals.cut is not None else 0.0))
     common.update(gain=versus.gain, stderr=versus.stderr, seconds=round(time.perf_counter() - started, 2),
                   finalists=[dataclasses.asdict(f) for f in finalists])
     if not versus.beats_among(len(finalists)):
@@ -407,6 +409,11 @@ class TuningOutcome:
     skipped: list[str] = field(default_factory=list)
     #: The finals split the known-user model was chosen on (the publish gate scores on it too).
     validation: Validation | None = field(default=None, repr=False)
+    #: How validation held answers out: "temporal" (the merchant's future), "stratified" or "last-out".
+    protocol: str | None = None
+    #: Repeat purchases (temporal validation only): `offline_training.tuning_repeat.RepeatTuning`.
+    repeat: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"known": self.known.to_dict() if self.known else None, "cold": self.cold, "skipped": self.skipped}
+        return {"protocol": self.protocol, "known": self.known.to_dict() if self.known else None, "cold": self.cold,
+                "repeat": self.repeat.to_dict() if self.repeat is not None else None, "skipped": self.skipped}

@@ -21,9 +21,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from offline_training.datafolder import AppData
-from offline_training.fit import fit_models, kernel_fields, positive_mask
+from offline_training.fit import fit_models, kernel_fields, kernel_interactions, positive_mask
 from offline_training.metrics import ranking_metrics
-from offline_training.splits import Split, cold_user_folds
+from offline_training.splits import Split, cold_user_folds, temporal_first_visits
 from offline_training.validation import TuningSkipped
 from recsys.config import TrainConfig
 from recsys.hybrid import DeadlineExceeded
@@ -44,6 +44,8 @@ class ColdFold:
     hybrid_z: np.ndarray
     train_keys: pd.DataFrame
     popularity: np.ndarray
+    #: What the kernel counts (`fit.kernel_interactions`, with the tuned popularity half-life).
+    kernel_items: sp.csr_matrix
 
     def ndcg(self, score_rows, k: int) -> float:
         recs = blocked_top_k(len(self.user_ids), k, score_rows)[0]
@@ -69,13 +71,18 @@ def _fold(data: AppData, split: Split, cfg: TrainConfig, all_keys: pd.DataFrame,
     hybrid_z = zscore(hybrid.scores(hybrid.user_matrix(keys_per_user))).astype(np.float32)
     train_keys = all_keys[all_keys["user_id"].isin(models.users.index)]
     popularity = np.diff(models.user_items.tocsc().indptr).astype(np.float64)
-    return ColdFold(models, user_ids, keys_per_user, truth, hybrid_z, train_keys, popularity)
+    kernel_items = kernel_interactions(split.train, cfg, models.users, models.items)
+    return ColdFold(models, user_ids, keys_per_user, truth, hybrid_z, train_keys, popularity, kernel_items)
 
 
 def tune_cold(data: AppData, frame: pd.DataFrame, cfg: TrainConfig, budget_seconds: float,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, cut: float | None = None) -> dict[str, Any]:
     """Search the first-visit settings on users held out of `frame`; returns the report's `cold` part
-    (`settings` holds the chosen config paths). Raises TuningSkipped without profiles or users."""
+    (`settings` holds the chosen config paths). Raises TuningSkipped without profiles or users.
+
+    With a `cut` (validation on time) the held-out users are those whose first engagement comes after
+    it, with models fitted before it; without (or if too few such users have a profile), seeded random
+    shares of the users."""
     import optuna
     from tqdm.auto import tqdm
 
@@ -83,7 +90,16 @@ def tune_cold(data: AppData, frame: pd.DataFrame, cfg: TrainConfig, budget_secon
     tcfg = cfg.tuning
     all_keys = profile_key_table(data.merchant_profiles, data.platform_profiles, cfg.scope_map())
     folds: list[ColdFold] = []
-    for split in cold_user_folds(frame, positive_mask(frame, cfg), tcfg.seed, tcfg.cold_folds):
+    positive = positive_mask(frame, cfg)
+    splits = cold_user_folds(frame, positive, tcfg.seed, tcfg.cold_folds)
+    if cut is not None:
+        on_time = temporal_first_visits(frame, positive, cut)
+        has_profile = set(all_keys["user_id"])
+        if on_time.test["user_id"].isin(has_profile).groupby(on_time.test["user_id"]).any().sum() \
+                >= tcfg.min_validation_users:
+            splits = [on_time]
+    validated_on = "time" if cut is not None and len(splits) == 1 and splits[0].protocol == "temporal" else "random"
+    for split in splits:
         # the first fold's hybrid may take three quarters of the budget (trials are cheap next to it);
         # more folds only while half the budget is left for the search
         share = 0.75 if not folds else 0.5
@@ -135,9 +151,9 @@ def tune_cold(data: AppData, frame: pd.DataFrame, cfg: TrainConfig, budget_secon
         for i, fold in enumerate(folds):
             key = (i, tuple(fields), chosen["coldstart.bandwidth_scale"])
             if key not in kernels:
-                kernels[key] = ProfileKernel.fit(fold.train_keys, fold.models.users, fold.models.user_items, fields,
+                kernels[key] = ProfileKernel.fit(fold.train_keys, fold.models.users, fold.kernel_items, fields,
                                                  cold.field_weights, chosen["coldstart.power"],
-                                                 chosen["coldstart.bandwidth_scale"])
+                                                 chosen["coldstart.bandwidth_scale"], binary=False)
             kernel = kernels[key]
             kernel.power = chosen["coldstart.power"]
 
@@ -172,7 +188,7 @@ def tune_cold(data: AppData, frame: pd.DataFrame, cfg: TrainConfig, budget_secon
     with tqdm(desc="tuning first visits", unit="trial", disable=not progress, leave=False) as bar:
         study.optimize(objective, n_trials=tcfg.max_trials, timeout=max(remaining, 1.0))
     best = max(trials, key=lambda t: (t["value"], -t["number"]))
-    return {"settings": best["settings"], "value": best["value"], "popularity": popularity,
+    return {"settings": best["settings"], "value": best["value"], "popularity": popularity, "validated_on": validated_on,
             "n_users": sum(len(f.user_ids) for f in folds), "folds": len(folds), "candidate_fields": candidates,
             "trials": trials, "seconds": round(time.perf_counter() - started, 2), "k": k}
 

@@ -1,10 +1,15 @@
 """The validation split that tuning and the publish gate score on, carved from training data only.
 
 Within whatever a model may learn from (all data for `minirec train --no-eval`, the training side of
-an evaluation split otherwise), a share of each user's positive pairs is held out, as the evaluation
-protocols do (`stratified`: random pairs; `last-out`: each user's newest pair). Trial models learn
-from the rest and rank for the validated users, their training items excluded, as the home feed
-excludes what a user already has. Nothing here ever sees an evaluation's test pairs.
+an evaluation split otherwise), answers are held out as the evaluation protocols do:
+- `temporal` (the default wherever the data spans enough time): everything before a cut trains, and
+  the users known before it are judged on what they did after it — the merchant's next month. The
+  known-user model is judged on the items new to each user (`truth`), the home feed's repurchase mix
+  on everything they bought (`truth_all`). The validated users are split in two seeded halves: the
+  search scores on one, the finals and the publish gate on the other.
+- `stratified`: a random share of each user's positive pairs; `last-out`: each user's newest pair.
+Trial models learn from the rest and rank for the validated users, their training items excluded, as
+the home feed excludes what a user already has. Nothing here ever sees an evaluation's test pairs.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from scipy.stats import norm
 
 from offline_training.fit import confidence_matrix, positive_mask
 from offline_training.metrics import ndcg_per_user
-from offline_training.splits import last_out, stratified
+from offline_training.splits import last_out, stratified, temporal, temporal_cut
 from recsys.config import TrainConfig
 from recsys.item_models import gram_matrix
 from recsys.matrix import SECONDS_PER_DAY, IdMap, event_weights
@@ -81,6 +86,10 @@ class Validation:
     span_days: float
     #: Whether `rating` events carry different values (then "rating as confidence" is worth trying).
     ratings_vary: bool
+    #: temporal only: the cut (Unix seconds) and every item each validated user engaged with after it,
+    #: repeats included (`truth` holds the items new to them).
+    cut: float | None = None
+    truth_all: sp.csr_matrix | None = None
     _confidences: dict[tuple[float, bool], sp.csr_matrix] = field(default_factory=dict, repr=False)
     _gram: np.ndarray | None = field(default=None, repr=False)
 
@@ -111,21 +120,27 @@ class Validation:
         """Mean NDCG@k over the validated users."""
         return float(np.mean(self.ndcg_per_user(score_rows)))
 
-    def popularity_per_user(self) -> np.ndarray:
-        """Per-user NDCG@k of plain popularity (users per item), the baseline every model must beat."""
-        pop = np.diff(self.confidences().tocsc().indptr).astype(np.float64)
+    @property
+    def protocol(self) -> str:
+        return "temporal" if self.cut is not None else "random"
+
+    def popularity_scores(self, half_life_days: float = 0.0) -> np.ndarray:
+        """Users per item (plain best sellers), or event weight per item decayed with this half-life."""
+        if half_life_days <= 0:
+            return np.diff(self.confidences().tocsc().indptr).astype(np.float64)
+        weights = event_weights(self.train, self.cfg.events.weights, False, half_life_days)
+        cols = self.items.lookup(self.train["item_id"])
+        keep = (weights > 0) & (cols >= 0)
+        return np.bincount(cols[keep], weights=weights[keep], minlength=len(self.items))
+
+    def popularity_per_user(self, half_life_days: float = 0.0) -> np.ndarray:
+        """Per-user NDCG@k of popularity (plain or decayed), the baseline every model must beat."""
+        pop = self.popularity_scores(half_life_days)
         return self.ndcg_per_user(lambda rows: np.broadcast_to(pop, (len(rows), len(pop))))
 
     def popularity_ndcg(self, half_life_days: float = 0.0) -> float:
         """NDCG@k of (decayed) popularity."""
-        if half_life_days > 0:
-            weights = event_weights(self.train, self.cfg.events.weights, False, half_life_days)
-            cols = self.items.lookup(self.train["item_id"])
-            keep = (weights > 0) & (cols >= 0)
-            pop = np.bincount(cols[keep], weights=weights[keep], minlength=len(self.items))
-        else:  # users per item, the evaluation protocols' baseline
-            return float(np.mean(self.popularity_per_user()))
-        return self.ndcg(lambda rows: np.broadcast_to(pop, (len(rows), len(pop))))
+        return float(np.mean(self.popularity_per_user(half_life_days)))
 
 
 def carve_validation(items: pd.DataFrame, frame: pd.DataFrame, cfg: TrainConfig,
@@ -137,6 +152,8 @@ def carve_validation(items: pd.DataFrame, frame: pd.DataFrame, cfg: TrainConfig,
     newest pair (last-out), so that it judges what the first one chose on fresh answers."""
     tcfg = cfg.tuning
     positive = positive_mask(frame, cfg)
+    if protocol == "temporal":
+        return _carve_temporal(items, frame, positive, cfg, second)
     if protocol == "last-out":
         if second:  # the newest pair never enters the finals' training side nor its answers
             newest = last_out(frame, positive, tcfg.seed)
@@ -168,3 +185,49 @@ def carve_validation(items: pd.DataFrame, frame: pd.DataFrame, cfg: TrainConfig,
     ratings = train.loc[train["event"] == "rating", "value"]
     return Validation(train, users, item_map, users.lookup(list(validated)), truth, cfg, cfg.evaluate.k, span,
                       bool(ratings.nunique() > 1))
+
+
+def _carve_temporal(items: pd.DataFrame, frame: pd.DataFrame, positive: np.ndarray, cfg: TrainConfig,
+                    second: bool) -> Validation:
+    """Train before the cut (`evaluate.test_days` before the newest event, at most a quarter of the
+    span), validate the known users on what they engaged with after it; `second` takes the other
+    half of those users. Raises NoTimeToSplit (too little time) or TuningSkipped (too few users)."""
+    tcfg = cfg.tuning
+    cut = temporal_cut(frame, cfg.evaluate.test_days, tcfg.min_span_days)
+    split = temporal(frame, positive, tcfg.seed, cut)
+    train = split.train
+    item_map = IdMap.of(items["item_id"])
+    users = IdMap.of(train.loc[positive_mask(train, cfg), "user_id"])
+    test = split.test[split.test["user_id"].isin(users.index)]
+    history = _pair_keys(train.loc[positive_mask(train, cfg)], users, item_map)
+    is_new = ~np.isin(_pair_keys(test, users, item_map), history)
+    # every known user who came back is validated (the repurchase mix needs those who only rebought);
+    # the known-user model is judged on those among them with a new item
+    candidates = np.sort(test["user_id"].unique())
+    order = np.random.default_rng(tcfg.seed).permutation(len(candidates))
+    half = candidates[order[len(order) // 2:]] if second else candidates[order[: len(order) // 2]]
+    with_new = int(np.isin(half, test.loc[is_new, "user_id"].unique()).sum())
+    if with_new < tcfg.min_validation_users:
+        raise TuningSkipped(f"only {with_new} users known before the validation cut engaged with something new after "
+                            f"it (each half needs {tcfg.min_validation_users}; tuning.min_validation_users)")
+    if len(half) > tcfg.max_validation_users:
+        half = np.random.default_rng(tcfg.seed).choice(half, size=tcfg.max_validation_users, replace=False)
+    validated = np.sort(half)
+    index = {u: i for i, u in enumerate(validated)}
+    mine = test["user_id"].isin(index).to_numpy()
+
+    def matrix(pairs: pd.DataFrame) -> sp.csr_matrix:
+        return sp.csr_matrix((np.ones(len(pairs), dtype=np.float32),
+                              (pairs["user_id"].map(index).to_numpy(), item_map.lookup(pairs["item_id"]))),
+                             shape=(len(validated), len(item_map)))
+
+    ts = train["ts"].to_numpy(np.float64)
+    span = float(ts.max() - ts.min()) / SECONDS_PER_DAY if len(ts) else 0.0
+    ratings = train.loc[train["event"] == "rating", "value"]
+    return Validation(train, users, item_map, users.lookup(list(validated)), matrix(test[mine & is_new]), cfg,
+                      cfg.evaluate.k, span, bool(ratings.nunique() > 1), cut=cut, truth_all=matrix(test[mine]))
+
+
+def _pair_keys(pairs: pd.DataFrame, users: IdMap, items: IdMap) -> np.ndarray:
+    """One int64 per (user, item) pair, for set operations on pairs."""
+    return users.lookup(pairs["user_id"]) * np.int64(len(items) + 1) + items.lookup(pairs["item_id"])

@@ -16,7 +16,7 @@ from typing import Any
 
 
 #: Offline evaluation protocols (offline_training/splits.py implements them).
-PROTOCOLS = ("stratified", "last-out", "cold-users", "cold-items", "fold-in")
+PROTOCOLS = ("temporal", "stratified", "last-out", "cold-users", "cold-items", "fold-in")
 
 
 def doc(default: Any, text: str) -> Any:
@@ -107,6 +107,9 @@ class TuningConfig:
     cold_folds: int = doc(3, "Disjoint sets of held-out users the first-visit settings are judged on (as time "
                              "allows: each needs its own hybrid fit).")
     seed: int = doc(0, "Seed of the validation split and of the sampler.")
+    validate_on_time: bool = doc(True, "Validate on the merchant's future (train before a cut, test after it) when the "
+                                       "data spans at least min_span_days; false: random held-out pairs.")
+    min_span_days: float = doc(7.0, "Least span of the interactions' timestamps for a split in time.")
     publish_tolerance: float = doc(0.02, "Publish gate: the new bundle may be at most this much worse (relative "
                                          "NDCG) than the published one on the same validation split.")
 
@@ -147,8 +150,23 @@ class ColdStartConfig:
 class PopularityConfig:
     """Global, per-category and per-segment popularity."""
 
-    half_life_days: float = doc(7.0, "Half-life of popularity in days (0 = plain counts).")
+    half_life_days: float = doc(0.0, "Half-life of popularity (best sellers, first visits' neighbours) in days "
+                                      "(0 = plain counts); tuned on the merchant's future unless pinned.")
     segment_shrinkage: float = doc(50.0, "Pseudo-count pulling a segment's popularity toward global popularity.")
+
+
+@dataclass
+class RepeatConfig:
+    """Repeat purchases ("buy again"): scoring a user's own past purchases, and their share of the home feed.
+
+    Tuned on the merchant's future when the data has time (a split in time), unless pinned; 0 everywhere
+    is "buy again" by frequency with no repurchases in the home feed (bought items excluded)."""
+
+    half_life_days: float = doc(0.0, "Recency: a past purchase's score halves every this many days since it (0 = off).")
+    cycle_weight: float = doc(0.0, "Weight of the distance between the days since the last purchase and the item's "
+                                   "usual repurchase cycle (0 = off).")
+    mix_weight: float = doc(0.0, "Home feed: a past purchase's repeat score × this is added to its score (z units) "
+                                 "and it stays in the feed; 0 = purchases are excluded from the home feed.")
 
 
 @dataclass
@@ -177,7 +195,13 @@ class SearchConfig:
 class EvaluateConfig:
     """The evaluation `minirec train` runs for the bundle's report."""
 
-    protocols: list[str] = doc(["stratified", "cold-users"], "Protocols to run ([] to skip).")
+    protocols: list[str] = doc(["temporal"], "Protocols to run ([] to skip). temporal scores known users and first "
+                                             "visits on the future; where the data spans too little time it is "
+                                             "replaced by stratified and cold-users.")
+    temporal_cut: str = doc("", "Cut of the temporal protocol: a date (`2001-02-01`, UTC) or Unix seconds; empty = "
+                                "`test_days` before the newest event.")
+    test_days: float = doc(30.0, "Days after the cut that the temporal protocol (and tuning's split in time) tests on, "
+                                 "at most a quarter of the data's span.")
     k: int = doc(10, "Cut-off of the metrics.")
     seed: int = doc(0, "Seed of the splits.")
     max_users: int = doc(20000, "Rank at most this many test users (a seeded sample): each goes through the "
@@ -205,6 +229,7 @@ class TrainConfig:
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     coldstart: ColdStartConfig = field(default_factory=ColdStartConfig)
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
+    repeat: RepeatConfig = field(default_factory=RepeatConfig)
     related: RelatedConfig = field(default_factory=RelatedConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
@@ -290,6 +315,11 @@ def check_config(config: TrainConfig, where: str = "config") -> TrainConfig:
                         ("tuning.budget_seconds_per_million", config.tuning.budget_seconds_per_million),
                         ("tuning.publish_tolerance", config.tuning.publish_tolerance),
                         ("events.half_life_days", config.events.half_life_days),
+                        ("repeat.half_life_days", config.repeat.half_life_days),
+                        ("repeat.cycle_weight", config.repeat.cycle_weight),
+                        ("repeat.mix_weight", config.repeat.mix_weight),
+                        ("evaluate.test_days", config.evaluate.test_days),
+                        ("tuning.min_span_days", config.tuning.min_span_days),
                         ("popularity.half_life_days", config.popularity.half_life_days)):
         if not value >= 0:
             problems.append(f"{name}: must be at least 0")
@@ -314,6 +344,11 @@ def check_config(config: TrainConfig, where: str = "config") -> TrainConfig:
                         ("evaluate.max_users", config.evaluate.max_users)):
         if value < 1:
             problems.append(f"{name}: must be at least 1")
+    if config.evaluate.temporal_cut:
+        try:
+            parse_cut(config.evaluate.temporal_cut)
+        except ValueError as exc:
+            problems.append(f"evaluate.temporal_cut: {exc}")
     problems += _search_problems(config.search)
     bad_protocols = [p for p in config.evaluate.protocols if p not in PROTOCOLS]
     if bad_protocols:
@@ -342,6 +377,26 @@ def _search_problems(search: SearchConfig) -> list[str]:
     if not search.k1 >= 0 or not 0 <= search.b <= 1:
         problems.append(f"search: k1 must be at least 0 and b between 0 and 1 (got k1={search.k1}, b={search.b})")
     return problems
+
+
+def parse_cut(value: str | float) -> float:
+    """A cut in time as Unix seconds: a number, or an ISO date / date-time (UTC unless it says)."""
+    import datetime as dt
+
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{value!r} is neither a date (2001-02-01) nor Unix seconds") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.timestamp()
 
 
 def load_config(path: str | Path | None) -> TrainConfig:

@@ -24,6 +24,7 @@ from recsys.popularity import Popularity
 from recsys.profile_kernel import ProfileKernel
 from recsys.recommender import Recommender
 from recsys.related import RelatedItems, unit_rows
+from recsys.repeat import RepeatModel
 
 CATALOG_COLUMNS = ("item_id", "title", "category", "brand", "tags", "price", "stock", "visible", "audience")
 
@@ -61,6 +62,8 @@ class TrainedModels:
     kernel: ProfileKernel
     #: Share of the hybrid in the first-visit blend (0..1); the rest is the profile kernel.
     hybrid_weight: float
+    #: Users' own past purchases: the buy-again shelf, and repurchases mixed into the home feed.
+    repeat: RepeatModel | None = None
 
     # --- scoring -------------------------------------------------------------------------
     def history(self, user: int) -> tuple[np.ndarray, np.ndarray]:
@@ -123,6 +126,8 @@ class TrainedModels:
         self.hybrid.save(writer)
         self.popularity.save(writer)
         self.related.save(writer)
+        if self.repeat is not None:
+            self.repeat.save(writer)
 
     @classmethod
     def load(cls, bundle: Bundle) -> "TrainedModels":
@@ -136,4 +141,5 @@ class TrainedModels:
         blend: dict[str, Any] = bundle.json("blend")
         return cls(users, items, catalog, user_items, load_known(bundle), HybridModel.load(bundle),
                    Popularity.load(bundle), RelatedItems.load(bundle), bundle.array("content_vectors"),
-                   ProfileKernel.load(bundle, len(items)), float(blend["hybrid_weight"]))
+                   ProfileKernel.load(bundle, len(items)), float(blend["hybrid_weight"]),
+                   RepeatModel.load(bundle, len(users), len(items)))

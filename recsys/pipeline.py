@@ -12,6 +12,10 @@ rp3beta or itemknn):
 - `hybrid`: no events, but a merchant or platform profile: LightFM + profile-neighbour popularity;
 - `popularity`: nothing known, or a bundle whose personalized models did not beat popularity on
   validation (then the note says so).
+A path whose user has past purchases gets `+repeat` when the bundle mixes repurchases into the home
+feed (`repeat.mix_weight` > 0, learned on the merchant's future): their repeat scores are added and
+they are spared from the exclusions of seen and purchased items (`recsys/repeat.py`); the buy-again
+shelf ranks those past purchases alone.
 Scores of a path are z-scored over the catalog so that rules (fatigue, boosts) work in the same
 units for every path, and items published after training are scored by the hybrid and mapped into
 those units.
@@ -20,6 +24,7 @@ those units.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -54,6 +59,9 @@ class Scored:
     anchor_title: str | None = None
     #: Why this path was taken when it is not the obvious one (shown as the response's note).
     note: str | None = None
+    #: Past purchases mixed in as repurchase candidates (spared from the seen / purchased exclusions),
+    #: and how often each was bought (for the reason).
+    repeat_items: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,7 +90,56 @@ def _recent_items(app: ServedModels, state: UserState | None) -> tuple[np.ndarra
     return np.array(idx, dtype=np.int64), np.array(conf, dtype=np.float64), seen
 
 
+def past_purchases(app: ServedModels, user_id: str | None, state: UserState | None
+                   ) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """(item indices, repeat scores, purchase counts) of the user's own past purchases: training's and
+    those among their live events since, scored at the request's time (`state.now`, or the clock)."""
+    repeat = app.models.repeat
+    if repeat is None or not user_id:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), {}
+    user = app.models.users.get(user_id)
+    idx, count, last = repeat.history(user, state.recent if state else [], app.models.items)
+    if not len(idx):
+        return idx, np.zeros(0), {}
+    now = state.now if state is not None and state.now is not None else time.time()
+    return idx, repeat.scores(idx, count, last, now), dict(zip(idx.tolist(), count.astype(int).tolist()))
+
+
+def _mix_repeats(app: ServedModels, user_id: str | None, state: UserState | None, scored: Scored) -> Scored:
+    """Add `repeat.mix_weight` × repeat score to the user's past purchases (the home feed's repurchases)."""
+    repeat = app.models.repeat
+    if repeat is None or repeat.settings.mix_weight <= 0:
+        return scored
+    idx, scores, counts = past_purchases(app, user_id, state)
+    if not len(idx):
+        return scored
+    mixed = np.array(scored.catalog, dtype=np.float64)
+    mixed[idx] += repeat.settings.mix_weight * scores
+    scored.catalog, scored.repeat_items = mixed, counts
+    scored.strategy += "+repeat"
+    return scored
+
+
+def buy_again_scored(app: ServedModels, user_id: str | None, state: UserState | None) -> Scored:
+    """The buy-again shelf: the user's past purchases by repeat score, nothing else (a note says why
+    when there are none)."""
+    new = app.catalog.new
+    scores = np.full(len(app.catalog.ids), -np.inf)
+    idx, repeat, counts = past_purchases(app, user_id, state)
+    scores[idx] = repeat
+    note = None
+    if not len(idx):
+        note = "no past purchases known for this user" if user_id else "buy again needs a user_id"
+    return Scored(scores, np.full(len(new.ids), -np.inf), new, "buy-again", note=note, repeat_items=counts)
+
+
 def score_user(app: ServedModels, user_id: str | None, state: UserState | None) -> Scored:
+    """Pick the scoring path for this user and score every item; past purchases are mixed in when the
+    bundle learned to (see the module docstring)."""
+    return _mix_repeats(app, user_id, state, _score_path(app, user_id, state))
+
+
+def _score_path(app: ServedModels, user_id: str | None, state: UserState | None) -> Scored:
     """Pick the scoring path for this user and score every item."""
     models = app.models
     user = models.users.get(user_id) if user_id else None
@@ -145,7 +202,10 @@ def _reasons(app: ServedModels, scored: Scored, indices: list[int]) -> list[str]
     reasons = []
     for index, segment in zip(indices, segments):
         anchor = anchors.get(index)
-        if anchor is not None and anchor[0] != index:
+        bought = scored.repeat_items.get(index)
+        if bought:
+            reasons.append("you bought this before" if bought == 1 else f"you bought this {bought} times")
+        elif anchor is not None and anchor[0] != index:
             reasons.append(f"because you {_VERBS.get(anchor[1], 'viewed')} {cat.titles[anchor[0]]}")
         elif segment:
             reasons.append(f"popular in {cat.categories[index]} {describe_segment(segment)}")
@@ -189,7 +249,9 @@ def rank(app: ServedModels, user_id: str | None, state: UserState | None, rules:
     if exclude is not None:
         allowed[exclude] = False
     user = app.models.users.get(user_id) if user_id else None
-    if rules.exclude_purchased and state is not None:
+    # repurchase candidates stay unless the scene's rules exclude purchases explicitly
+    spared = allowed.copy() if scored.repeat_items and rules.exclude_purchased is not True else None
+    if rules.exclude_purchased is not False and state is not None:
         for item_id in state.purchased:
             i = app.models.items.get(item_id)
             if i is not None:
@@ -202,6 +264,9 @@ def rank(app: ServedModels, user_id: str | None, state: UserState | None, rules:
             i = app.models.items.get(item_id)
             if i is not None and weights.get(event, 0.0) > 0:
                 allowed[i] = False
+    if spared is not None:
+        keep = np.fromiter(scored.repeat_items, dtype=np.int64, count=len(scored.repeat_items))
+        allowed[keep] = spared[keep]
     if rules.fatigue_impressions and state is not None:
         for item_id, count in state.shown.items():
             i = app.models.items.get(item_id)

@@ -58,8 +58,9 @@ class ProfileKernel:
 
     @classmethod
     def fit(cls, key_table: pd.DataFrame, users: IdMap, user_items: sp.csr_matrix, fields: Sequence[str],
-            weights: dict[str, float], power: float, bandwidth_scale: float) -> "ProfileKernel":
-        """Group training users by their values of `fields` and sum their (binary) interactions."""
+            weights: dict[str, float], power: float, bandwidth_scale: float, binary: bool = True) -> "ProfileKernel":
+        """Group training users by their values of `fields` and sum their interactions: binary, or as
+        given in [0, 1] (`binary=False`: engagements fading with time, see `fit.kernel_interactions`)."""
         fields = list(fields)
         table = key_table[key_table["user_id"].isin(users.index)]
         keys = table["key"].astype(str)  # an empty table (a data set without profiles) has no str dtype
@@ -73,9 +74,10 @@ class ProfileKernel:
         n_sig = len(uniques)
         members = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (signature_ids, np.arange(len(users)))),
                                 shape=(n_sig, len(users)))
-        binary = user_items.copy().tocsr()
-        binary.data[:] = 1.0
-        sig_items = sp.csr_matrix(members @ binary, dtype=np.float32)
+        engaged = user_items.copy().tocsr()
+        if binary:
+            engaged.data[:] = 1.0
+        sig_items = sp.csr_matrix(members @ engaged, dtype=np.float32)
         first_user = pd.Series(np.arange(len(users))).groupby(signature_ids).first().to_numpy()
         values, sig_values, bandwidths = [], np.full((len(fields), n_sig), -1, dtype=np.int32), []
         for f, name in enumerate(fields):

@@ -1,4 +1,4 @@
-"""The shelves as the API serves them — home feed, exclusive shelf, related items — on top of the
+"""The shelves as the API serves them — home feed, exclusive shelf, related items, buy again — on top of the
 ranking pipeline. The routes, `minirec demo` and the tests all call these, so what the demo prints
 is what the server returns."""
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.pipeline import Item, Scored, rank, related_scored, score_user
+from recsys.pipeline import Item, Scored, buy_again_scored, rank, related_scored, score_user
 from recsys.rules import SceneRules
 from recsys.served import ServedModels
 from recsys.user_state import UserState
@@ -61,3 +61,12 @@ def related_shelf(served: ServedModels, item_id: str, user_id: str | None, state
     items, strategy, rank_note = rank(served, user_id, state, rules, n=n, offset=offset, scored=scored,
                                       exclude=exclude)
     return Page([i for i in items if i.item_id != item_id], strategy, note or rank_note)
+
+
+def buy_again_shelf(served: ServedModels, user_id: str | None, state: UserState | None, rules: SceneRules, *,
+                    n: int, offset: int = 0) -> Page:
+    """The user's own past purchases (training's and since), most likely to be bought again first;
+    an unknown user or one with no purchases gets an empty page with a note, never an error."""
+    scored = buy_again_scored(served, user_id, state)
+    items, strategy, note = rank(served, user_id, state, rules, n=n, offset=offset, scored=scored)
+    return Page(items, strategy, note)

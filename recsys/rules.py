@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SCENES = ("home", "exclusive", "related", "search")
+SCENES = ("home", "exclusive", "related", "search", "buy-again")
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,10 @@ class SceneRules:
     #: Shown this often without a click → demoted by `fatigue_penalty` standard deviations (0 = off).
     fatigue_impressions: int = 3
     fatigue_penalty: float = 1.0
-    #: Drop items the user bought since training (purchase events).
-    exclude_purchased: bool = True
+    #: Drop items the user bought (purchase events): True, False, or None = the bundle decides — kept
+    #: as repurchase candidates where the merchant's data showed that they are bought again
+    #: (`repeat.mix_weight` > 0), dropped otherwise.
+    exclude_purchased: bool | None = None
     #: Drop items the user already interacted with: their training history and their positive
     #: events since (views, clicks, carts, …): a feed shows what they have not seen yet.
     exclude_seen: bool = True
@@ -39,6 +41,9 @@ DEFAULTS: dict[str, SceneRules] = {
     # search: the query decides; rules apply only if configured, and a bought item stays findable
     "search": SceneRules(max_per_category=0, max_per_brand=0, fatigue_impressions=0, exclude_purchased=False,
                          exclude_seen=False),
+    # buy-again: the user's own past purchases, best repurchase first
+    "buy-again": SceneRules(max_per_category=0, max_per_brand=0, fatigue_impressions=0, exclude_purchased=False,
+                            exclude_seen=False),
 }
 
 #: What offline evaluation ranks with: the home feed's exclusions, without the page-level rules

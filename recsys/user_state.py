@@ -17,3 +17,5 @@ class UserState:
     merchant_profile: dict[str, str]
     platform_profile: dict[str, str]
     recent_queries: list[str] = field(default_factory=list)  # newest first
+    #: Time of the request (Unix seconds); None = the clock. Offline evaluation sets the split's cut.
+    now: float | None = None

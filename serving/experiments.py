@@ -23,7 +23,7 @@ from typing import Any
 #: Scenes an experiment can run on (the shelves and the search box's parts).
 SCENES = ("home", "exclusive", "related", "search", "shading", "discover")
 #: Scenes that appear in request ids (the experiment scenes plus the search box parts without experiments).
-REQUEST_SCENES = SCENES + ("suggest", "hot")
+REQUEST_SCENES = SCENES + ("suggest", "hot", "buy-again")
 STRATEGIES = ("personalized", "popularity")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _SHELVES = ("home", "exclusive", "related", "search")

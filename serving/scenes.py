@@ -5,7 +5,7 @@
     max_per_brand = 2         # … and of one brand (0 = off)
     fatigue_impressions = 3   # shown this often without a click → demoted (0 = off)
     fatigue_penalty = 1.0     # demotion, in standard deviations of the scene's scores
-    exclude_purchased = true  # drop items the user bought since training
+    exclude_purchased = true  # drop items the user bought (default: the bundle decides from repeat buying)
     exclude_seen = true       # drop items of the user's training history and of their events since
     pinned = ["i000012"]      # always first, in this order, when eligible
     boosted = { i000034 = 0.5 }  # added to the item's score, in standard deviations
@@ -40,7 +40,7 @@ def _checked(key: str, value: Any, default: Any, where: str) -> Any:
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value.values()):
             raise bad("a table of item id = number")
         return {str(k): float(v) for k, v in value.items()}
-    if isinstance(default, bool):
+    if isinstance(default, bool) or key == "exclude_purchased":
         if not isinstance(value, bool):
             raise bad("true or false")
         return value

@@ -1,4 +1,4 @@
-"""Recommendation shelves: home feed, exclusive (member-only) items, related items."""
+"""Recommendation shelves: home feed, exclusive (member-only) items, related items, buy again."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from recsys.recommend import Page, exclusive_feed, home_feed, related_shelf
+from recsys.recommend import Page, buy_again_shelf, exclusive_feed, home_feed, related_shelf
 from recsys.user_state import UserState
 from serving.context import ServingContext
 from serving.deps import App
@@ -76,4 +76,12 @@ async def related(app: App, item_id: str, user_id: UserId = None, n: N = 10, off
     state, degraded = await user_state(app.ctx, app.app_id, user_id, call)
     page = related_shelf(app.loaded, item_id, user_id, state, call.rules(app), n=n, offset=offset,
                          personalized=call.personalized)
+    return respond(app.loaded, page, degraded, call)
+
+
+@router.get("/buy-again", response_model=RecommendationOut, summary="The user's past purchases, likeliest rebuy first")
+async def buy_again(app: App, user_id: UserId = None, n: N = 20, offset: Offset = 0) -> Response:
+    call = scene_call(app, "buy-again", user_id)
+    state, degraded = await user_state(app.ctx, app.app_id, user_id, call)
+    page = buy_again_shelf(app.loaded, user_id, state, call.rules(app), n=n, offset=offset)
     return respond(app.loaded, page, degraded, call)
