@@ -4,7 +4,19 @@ Users get demographics, then 1-3 main interests over top categories drawn from a
 (so 母婴 really leans to women aged 25-34). The platform sees a noisy copy of those interests; the
 merchant knows most users who have shopped. Interactions follow a view → click → favorite/cart →
 purchase funnel inside sessions at realistic local times (UTC+8 meal peaks, busier weekends, the 618
-campaign day). Every draw comes from numpy generators keyed by `seed`, so one seed gives
+campaign day) over 60 days, so models can be trained on the past and judged on the future:
+
+- items' demand moves: ~10% are *rising* (launched partway through, with no events before their
+  launch day, then demand growing to a peak) and ~10% *fading* (demand halving every 8-20 days);
+  users pick items of a category by that day's demand;
+- consumables (drinks, rice, nappies, cat food, fresh food, …) have a per-item repurchase cycle: a
+  buyer comes back for the same item about every cycle (with noise, stopping for good with some
+  probability at each cycle). Consumables bought in the 90 days before the period start cycles too,
+  so repeat buying is steady from day one. Other repeats are dropped: nobody buys an item twice on a
+  whim, so durables (phones, appliances) are never rebought.
+
+`ground_truth.parquet` holds each user's interests and `item_truth.parquet` each item's trend,
+launch time and cycle. Every draw comes from numpy generators keyed by `seed`, so one seed gives
 byte-identical files. Users are made in chunks and appended, so memory stays flat at millions of users.
 """
 
@@ -111,14 +123,40 @@ CHANNEL_P = np.array([0.35, 0.2, 0.15, 0.2, 0.1])
 LEVELS = ("none", "silver", "gold", "platinum")
 SCOPES, SCOPE_P = ("basic", "location", "interests"), np.array([1.0, 0.7, 0.6])
 EVENTS = ("view", "click", "favorite", "cart", "purchase")
+PURCHASE = EVENTS.index("purchase")
 
 START_TS = int(dt.datetime(2025, 6, 1, tzinfo=dt.timezone(dt.timedelta(hours=8))).timestamp())
-DAYS = 30
-END_TS = START_TS + DAYS * 86400  # 2025-07-01 00:00 UTC+8: fixed, so output never depends on "now"
+DAY_S = 86400
+DAYS = 60
+END_TS = START_TS + DAYS * DAY_S  # 2025-07-31 00:00 UTC+8: fixed, so output never depends on "now"
 CHUNK_USERS = 50_000
 EXPLORE = 0.1          # share of engagements in a uniformly random category
+CLICK_P = (0.18, 0.42)  # chance an engagement's view is clicked: outside / inside the user's interests
+FAV_P, CART_P, BUY_P = 0.12, 0.22, 0.45  # favorite and cart given click, purchase given cart
 QUERY_SHARE = 0.05     # searches per event
-EVENTS_PER_ENGAGEMENT = 1.54  # expected funnel length (measured), to turn `events` into engagements
+EVENTS_PER_ENGAGEMENT = 1.68  # expected events per engagement, repurchases included (measured)
+
+# Trends: items' demand over the period (× their base popularity).
+TRENDS = ("steady", "rising", "fading")
+TREND_P = np.array([0.8, 0.1, 0.1])
+LAUNCH_DAYS = (0.1, 0.6)     # rising items launch within this part of the period (shares of DAYS) …
+RAMP_DAYS = (7, 21)          # … then their demand grows linearly to its peak over this many days
+PEAK = 3.0                   # demand of a rising item at its peak and of a fading one on day 0
+HALF_LIFE_DAYS = (8, 20)     # a fading item's demand halves every so many days
+
+# Repeat purchases.
+#: Consumables: median days until a buyer needs the same item again. An item's own cycle spreads
+#: around its subcategory's (CYCLE_SPREAD); every other item is bought at most once per user.
+CYCLE_DAYS: dict[str, float] = {
+    "食品/饮料": 10, "食品/粮油": 30, "食品/零食": 10, "母婴/纸尿裤": 10, "母婴/奶粉": 14,
+    "宠物/猫粮": 25, "宠物/狗粮": 25, "宠物/猫砂": 14, "家居/清洁用品": 30, "美妆/面膜": 21,
+    "生鲜/水果": 7, "生鲜/海鲜": 14, "生鲜/肉类": 10, "生鲜/蔬菜": 7,
+}
+CYCLE_SPREAD = 0.2           # sd of log(item cycle / subcategory cycle) …
+CYCLE_RANGE = (3.0, 45.0)    # … within these bounds (days)
+REBUY_P = 0.8                # chance a consumable's buyer buys it again next cycle (else stops for good)
+REBUY_NOISE = 0.15           # sd of log(gap / cycle) between a user's purchases of the same item
+WARMUP_DAYS = 90             # the mall was open before START_TS: consumables bought then are rebought in it
 _STR = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default `str`, built zero-copy from arrow
 
 
@@ -126,7 +164,7 @@ def _day_weights() -> np.ndarray:
     """Traffic per day: weekends busier, 6/18 (the 618 campaign) much busier."""
     days = [dt.date(2025, 6, 1) + dt.timedelta(d) for d in range(DAYS)]
     w = np.array([1.3 if d.weekday() >= 5 else 1.0 for d in days])
-    w[17] *= 2.5  # 2025-06-18
+    w[days.index(dt.date(2025, 6, 18))] *= 2.5
     return w / w.sum()
 
 
@@ -146,7 +184,7 @@ def _sample_ts(rng: np.random.Generator, n: int) -> np.ndarray:
     """`n` Unix timestamps following the daily and weekly traffic pattern."""
     day = rng.choice(DAYS, size=n, p=DAY_P)
     slot = rng.choice(48, size=n, p=SLOT_P)
-    return START_TS + day * 86400 + slot * 1800 + rng.integers(0, 1800, size=n)
+    return START_TS + day * DAY_S + slot * 1800 + rng.integers(0, 1800, size=n)
 
 
 def _choice_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
@@ -182,21 +220,74 @@ def _join_lists(idx: np.ndarray, names: Sequence[str]) -> pd.Series:
 
 
 class _Sampler:
-    """Draws items of a given top category in proportion to their weights (one searchsorted call)."""
+    """Draws, per (day, group), an item of that group in proportion to its demand on that day.
 
-    def __init__(self, top: np.ndarray, weights: np.ndarray) -> None:
-        self.order = np.argsort(top, kind="stable")
-        t, w = top[self.order], weights[self.order].astype(np.float64)
-        totals = np.bincount(t, weights=w, minlength=len(TOPS))
-        cum = np.cumsum(w)
-        start = np.concatenate([[0.0], np.cumsum(totals)])[t]
-        # item j of category c owns (c + F(j-1), c + F(j)], F = cumulative share inside c
-        self.keys = t + (cum - start) / np.where(totals[t] > 0, totals[t], 1.0)
+    `weights` is (DAYS, items); items of a negative group are never drawn. All (day, group) blocks
+    live in one sorted key array, so a batch of draws is one searchsorted call: in block
+    b = day * groups + group, item j owns (b + F(j-1), b + F(j)], F = cumulative share of the block's
+    weight. A block without weight (e.g. a need whose items are not launched yet) draws -1.
+    """
 
-    def __call__(self, rng: np.random.Generator, cat: np.ndarray) -> np.ndarray:
-        q = cat + rng.random(len(cat)) * (1 - 1e-12)
-        pos = np.searchsorted(self.keys, q, side="right")
-        return self.order[np.minimum(pos, len(self.keys) - 1)]
+    def __init__(self, group: np.ndarray, n_groups: int, weights: np.ndarray) -> None:
+        keep = np.flatnonzero(group >= 0)
+        self.order = keep[np.argsort(group[keep], kind="stable")]
+        self.n_groups = n_groups
+        g = group[self.order]
+        cum = np.cumsum(weights[:, self.order], axis=1)
+        padded = np.concatenate([np.zeros((len(weights), 1)), cum], axis=1)
+        start = padded[:, np.searchsorted(g, np.arange(n_groups), side="left")]
+        total = padded[:, np.searchsorted(g, np.arange(n_groups), side="right")] - start
+        share = np.clip((cum - start[:, g]) / np.where(total > 0, total, 1.0)[:, g], 0.0, 1.0)
+        self.keys = (np.arange(len(weights))[:, None] * n_groups + g + share).ravel()
+        self.total = total.ravel()
+
+    def __call__(self, rng: np.random.Generator, day: np.ndarray, group: np.ndarray) -> np.ndarray:
+        block = day * self.n_groups + group
+        q = block + rng.random(len(block)) * (1 - 1e-12)
+        if not len(self.order):
+            return np.full(len(block), -1, dtype=np.int64)
+        by_q = np.argsort(q)  # sorted needles: ~3x faster searchsorted on a large key array (cache)
+        pos = np.empty(len(q), dtype=np.int64)
+        pos[by_q] = np.minimum(np.searchsorted(self.keys, q[by_q], side="right"), len(self.keys) - 1)
+        return np.where(self.total[block] > 0, self.order[pos % len(self.order)], -1)
+
+
+def _trends(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """Per item: trend (index into TRENDS), launch day and ramp (rising), half-life in days (fading).
+
+    The first item of each top category stays steady, so every category has demand on every day.
+    """
+    trend = rng.choice(len(TRENDS), n, p=TREND_P)
+    trend[: len(TOPS)] = TRENDS.index("steady")
+    rising, fading = trend == TRENDS.index("rising"), trend == TRENDS.index("fading")
+    first, last = round(LAUNCH_DAYS[0] * DAYS), round(LAUNCH_DAYS[1] * DAYS)
+    return {"trend": trend, "launch": np.where(rising, rng.integers(first, last + 1, n), 0),
+            "ramp": np.where(rising, rng.uniform(*RAMP_DAYS, n), 0.0).round(1),
+            "half_life": np.where(fading, rng.uniform(*HALF_LIFE_DAYS, n), 0.0).round(1)}
+
+
+def _demand(pop: np.ndarray, trend: dict[str, np.ndarray]) -> np.ndarray:
+    """(DAYS, items) demand: base popularity times the item's trend on each day.
+
+    Rising: nothing before the launch day, then PEAK × (days since launch / ramp), capped at PEAK.
+    Fading: PEAK × 2^(-day / half-life). Steady: 1.
+    """
+    day = np.arange(DAYS, dtype=np.float64)[:, None]
+    since = day - trend["launch"] + 1  # 1 on the launch day
+    rising = PEAK * np.clip(since / np.maximum(trend["ramp"], 1.0), 0.0, 1.0)
+    fading = PEAK * 0.5 ** (day / np.maximum(trend["half_life"], 1.0))
+    kind = trend["trend"]
+    return pop * np.where(kind == TRENDS.index("rising"), rising,
+                          np.where(kind == TRENDS.index("fading"), fading, 1.0))
+
+
+def _cycles(rng: np.random.Generator, base: np.ndarray) -> np.ndarray:
+    """Per item repurchase cycle in days, spread around its subcategory's `base` (0 = bought once).
+
+    Kept within CYCLE_RANGE, so at least one repurchase fits in the period.
+    """
+    spread = np.exp(rng.normal(0.0, CYCLE_SPREAD, len(base)))
+    return np.where(base > 0, np.clip(base * spread, *CYCLE_RANGE), 0.0).round(1)
 
 
 def _make_items(rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -232,10 +323,15 @@ def _make_items(rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, dict[st
     rank = np.empty(n)
     rank[order] = np.arange(n) - np.searchsorted(top[order], top[order]) + 1.0
     pop = rank ** -0.8
-    member_only = rng.random(n) < 0.05
+    trend = _trends(rng, n)
+    demand = _demand(pop, trend)
+    cycle = _cycles(rng, np.array([CYCLE_DAYS.get(t + CATEGORY_SEP + s, 0.0) for t, s, _ in subs])[sub])
+    member_only = (rng.random(n) < 0.05) & (np.arange(n) >= len(TOPS))  # every category has public items
     tags = rng.random((n, len(TAGS))) < TAG_P
     tags[:, TAGS.index("会员专享")] |= member_only
-    tags[:, TAGS.index("热卖")] = pop >= np.quantile(pop, 0.97)
+    tags[:, TAGS.index("新品")] |= trend["trend"] == TRENDS.index("rising")
+    recent = demand[-7:].mean(axis=0)  # the catalog is a snapshot at END_TS: hot = selling well lately
+    tags[:, TAGS.index("热卖")] = recent >= np.quantile(recent, 0.97)
     stock = np.where(rng.random(n) < 0.07, 0, np.floor(rng.lognormal(4, 1, n)) + 1).astype(np.int64)
     frame = pd.DataFrame({
         "item_id": pd.Series([f"i{i:06d}" for i in range(n)], dtype=_STR),
@@ -248,8 +344,8 @@ def _make_items(rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, dict[st
         "visible": rng.random(n) >= 0.02,
         "audience": _strings(["", "member_level:gold|platinum"], member_only.astype(np.int64)),
     })
-    info = {"top": top, "sub": sub, "pop": pop, "member_only": member_only, "brand": brands,
-            "sub_name": np.array([s for _, s, _ in subs], dtype=object)[sub]}
+    info = {"top": top, "sub": sub, "demand": demand, "cycle": cycle, "member_only": member_only, "brand": brands,
+            "sub_name": np.array([s for _, s, _ in subs], dtype=object)[sub], **trend}
     return frame, info
 
 
@@ -267,8 +363,10 @@ class _Mall:
         self.top = info["top"]
         n = len(self.top)
         self.item_ids = pa.array(items["item_id"].tolist() + [""], type=pa.large_string())  # "" = no click
-        self.everyone = _Sampler(self.top, info["pop"])
-        self.public = _Sampler(self.top, info["pop"] * ~info["member_only"])  # what non-premium users see
+        self.cycle = info["cycle"]
+        public = info["demand"] * ~info["member_only"]  # what non-premium users see
+        self.everyone = _Sampler(self.top, len(TOPS), info["demand"])
+        self.public = _Sampler(self.top, len(TOPS), public)
         brand = info["brand"]
         typed = np.array([b.lower() if b.isascii() else b for b in brand.tolist()], dtype=object)
         forms = np.concatenate([brand, typed, info["sub_name"], brand + info["sub_name"], np.array(list(NEEDS), dtype=object)])
@@ -276,11 +374,8 @@ class _Mall:
         self.query_vocab = pa.array(vocab.tolist(), type=pa.large_string())
         self.item_queries = codes[: 4 * n].reshape(4, n).T  # brand, brand as typed, subcategory, brand+subcategory
         self.need_codes = codes[4 * n:]
-        self.need_items = []
-        category, public_pop = items["category"].to_numpy(dtype=object), info["pop"] * ~info["member_only"]
-        for subs in NEEDS.values():
-            cand = np.flatnonzero(np.isin(category, subs) & (public_pop > 0))
-            self.need_items.append((cand, np.cumsum(public_pop[cand]) / max(public_pop[cand].sum(), 1e-300)))
+        category = items["category"].to_numpy(dtype=object)
+        self.need_items = [_Sampler(np.where(np.isin(category, subs), 0, -1), 1, public) for subs in NEEDS.values()]
 
 
 def _users(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
@@ -324,29 +419,102 @@ def _pick_categories(rng: np.random.Generator, weights: np.ndarray, who: np.ndar
     return np.where(rng.random(len(who)) < EXPLORE, rng.integers(0, c, len(who)), np.clip(cat, 0, c - 1))
 
 
-def _pick_items(rng: np.random.Generator, mall: _Mall, cat: np.ndarray, premium: np.ndarray) -> np.ndarray:
-    """Items of the given categories by popularity; member-only items only for premium members."""
-    item = mall.public(rng, cat)
-    item[premium] = mall.everyone(rng, cat[premium])
-    return item
+def _pick_items(rng: np.random.Generator, mall: _Mall, cat: np.ndarray, premium: np.ndarray,
+                day: np.ndarray) -> np.ndarray:
+    """Items of the given categories by that day's demand; member-only items only for premium members."""
+    item = mall.public(rng, day, cat)
+    item[premium] = mall.everyone(rng, day[premium], cat[premium])
+    return item  # never -1: each category's first item is steady and public (see _trends, _make_items)
 
 
 def _funnel(rng: np.random.Generator, who: np.ndarray, item: np.ndarray, t0: np.ndarray, match: np.ndarray) -> dict:
     """Expand engagements into view → click → favorite / cart → purchase events, a few seconds apart."""
     m = len(who)
-    click = rng.random(m) < np.where(match, 0.42, 0.18)  # interest shows in conversion too
-    fav, cart = click & (rng.random(m) < 0.12), click & (rng.random(m) < 0.22)
-    buy = cart & (rng.random(m) < 0.45)
+    click = rng.random(m) < np.where(match, CLICK_P[1], CLICK_P[0])  # interest shows in conversion too
+    fav, cart = click & (rng.random(m) < FAV_P), click & (rng.random(m) < CART_P)
+    buy = cart & (rng.random(m) < BUY_P)
+    return _expand(rng, who, item, t0, np.column_stack([np.ones(m, dtype=bool), click, fav, cart, buy]))
+
+
+def _expand(rng: np.random.Generator, who: np.ndarray, item: np.ndarray, t0: np.ndarray, flags: np.ndarray) -> dict:
+    """Events of engagements starting at `t0`, one per funnel step flagged (columns in EVENTS order)."""
+    m = len(who)
     t_click = t0 + rng.integers(3, 60, m)
     t_cart = t_click + rng.integers(10, 300, m)
-    flags = np.column_stack([np.ones(m, dtype=bool), click, fav, cart, buy])
     times = np.column_stack([t0, t_click, t_click + rng.integers(5, 120, m), t_cart, t_cart + rng.integers(30, 900, m)])
     eng, code = np.nonzero(flags)
-    ts = np.minimum(times[eng, code], END_TS - 1)
     value = np.ones(len(code))
-    value[code == 4] = rng.choice([1.0, 2.0, 3.0], int(buy.sum()), p=[0.75, 0.18, 0.07])  # quantity
-    order = np.argsort(who[eng] * np.int64(1 << 32) + (ts - START_TS), kind="stable")  # by user, then time
-    return {"who": who[eng][order], "item": item[eng][order], "code": code[order], "ts": ts[order], "value": value[order]}
+    value[code == PURCHASE] = rng.choice([1.0, 2.0, 3.0], int(flags[:, PURCHASE].sum()), p=[0.75, 0.18, 0.07])
+    ts = np.minimum(times[eng, code], END_TS - 1)
+    return {"who": who[eng], "item": item[eng], "code": code, "ts": ts, "value": value}  # value: quantity bought
+
+
+def _warmup_purchases(rng: np.random.Generator, mall: _Mall, u: dict[str, np.ndarray], premium: np.ndarray,
+                      rate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, item, ts) of consumables bought in the WARMUP_DAYS before START_TS.
+
+    Users shop then as in the period (`rate` engagements per DAYS). These purchases emit no events
+    but start repurchase cycles, so repeat buying is about as common on the period's first days as
+    on its last. The funnel is thinned up front: only engagements that could end in a purchase are drawn.
+    """
+    most = CLICK_P[1] * CART_P * BUY_P
+    who = np.repeat(np.arange(len(rate)), rng.poisson(rate * most * WARMUP_DAYS / DAYS))
+    item = _pick_items(rng, mall, _pick_categories(rng, u["weights"], who), premium[who], np.zeros(len(who), np.int64))
+    p_buy = np.where(u["main"][who, mall.top[item]], CLICK_P[1], CLICK_P[0]) * CART_P * BUY_P
+    bought = (rng.random(len(who)) * most < p_buy) & (mall.cycle[item] > 0)
+    ts = START_TS - rng.integers(1, WARMUP_DAYS * DAY_S + 1, len(who))
+    return who[bought], item[bought], ts[bought]
+
+
+def _with_repurchases(rng: np.random.Generator, ev: dict, cycle: np.ndarray,
+                      before: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict:
+    """Keep each user's first purchase of an item only, then add the repurchases of consumables.
+
+    `before` holds purchases made before the period (no events of their own). Nobody buys an item
+    twice on a whim, so later organic purchases of it are dropped (their view, click and cart stay).
+    A repurchase goes through the same view → click → cart → purchase funnel as a first purchase,
+    without drop-off: the buyer came back for it.
+    """
+    buy = np.flatnonzero(ev["code"] == PURCHASE)
+    who, item, ts = (np.concatenate([old, ev[k][buy]]) for old, k in zip(before, ("who", "item", "ts")))
+    row = np.concatenate([np.full(len(before[0]), -1), buy])  # -1: before the period
+    pair = who.astype(np.int64) * len(cycle) + item
+    order = np.lexsort((ts, pair))
+    first = np.diff(pair[order], prepend=-1) != 0  # the earliest purchase of each (user, item)
+    start = order[first][cycle[item[order[first]]] > 0]
+    keep = np.ones(len(ev["code"]), dtype=bool)
+    later = row[order[~first]]
+    keep[later[later >= 0]] = False
+    who, item, t0 = _repurchases(rng, who[start], item[start], ts[start], cycle)
+    steps = np.ones((len(who), len(EVENTS)), dtype=bool)
+    steps[:, EVENTS.index("favorite")] = False
+    again = _expand(rng, who, item, t0, steps)
+    return {k: np.concatenate([v[keep], again[k]]) for k, v in ev.items()}
+
+
+def _repurchases(rng: np.random.Generator, who: np.ndarray, item: np.ndarray, ts: np.ndarray,
+                 cycle: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, item, start time) of the repurchases in the period following purchases at `ts`.
+
+    At every cycle the buyer comes back with probability REBUY_P (else stops for good), on the day
+    about one cycle after the previous purchase (log-normal noise REBUY_NOISE), at a usual time of day.
+    Repurchases before START_TS continue the cycle but are not returned.
+    """
+    found = [(who[:0], item[:0], ts[:0])]
+    while len(who):
+        gap = np.rint(cycle[item] * np.exp(rng.normal(0.0, REBUY_NOISE, len(who)))).astype(np.int64)
+        day = (ts - START_TS) // DAY_S + np.maximum(gap, 1)
+        back = (day < DAYS) & (rng.random(len(who)) < REBUY_P)
+        who, item, day = who[back], item[back], day[back]
+        ts = START_TS + day * DAY_S + rng.choice(48, len(day), p=SLOT_P) * 1800 + rng.integers(0, 1800, len(day))
+        found.append((who[day >= 0], item[day >= 0], ts[day >= 0]))
+    return tuple(np.concatenate([f[k] for f in found]) for k in range(3))  # type: ignore[return-value]
+
+
+def _by_user_then_time(ev: dict) -> dict:
+    """The events sorted by user, then time (stable)."""
+    order = np.argsort(ev["who"] * np.int64(1 << 32) + (ev["ts"] - START_TS), kind="stable")
+    return {k: v[order] for k, v in ev.items()}
 
 
 def _chunk(rng: np.random.Generator, lo: int, hi: int, mall: _Mall) -> tuple[dict[str, pd.DataFrame], int]:
@@ -364,11 +532,14 @@ def _chunk(rng: np.random.Generator, lo: int, hi: int, mall: _Mall) -> tuple[dic
     premium = known & (level >= 2)
 
     who = np.repeat(np.arange(n), n_eng)
-    item = _pick_items(rng, mall, _pick_categories(rng, u["weights"], who), premium[who])
     n_sess = np.where(n_eng > 0, 1 + rng.binomial(np.maximum(n_eng - 1, 0), 0.3), 0)  # ~3 items per session
     sess_ts = _sample_ts(rng, int(n_sess.sum()))
     sid = (np.cumsum(n_sess) - n_sess)[who] + (rng.random(len(who)) * n_sess[who]).astype(np.int64)
+    day = (sess_ts[sid] - START_TS) // DAY_S
+    item = _pick_items(rng, mall, _pick_categories(rng, u["weights"], who), premium[who], day)
     ev = _funnel(rng, who, item, sess_ts[sid] + rng.integers(0, 900, len(who)), u["main"][who, mall.top[item]])
+    before = _warmup_purchases(rng, mall, u, premium, np.where(n_eng > 0, expected / EVENTS_PER_ENGAGEMENT, 0.0))
+    ev = _by_user_then_time(_with_repurchases(rng, ev, mall.cycle, before))
 
     frames = {
         "interactions": pd.DataFrame({
@@ -397,20 +568,29 @@ def _queries(rng: np.random.Generator, mall: _Mall, uids: pa.Array, weights: np.
     who = np.repeat(np.arange(len(weights)), rng.poisson(QUERY_SHARE * expected))
     m, no_click = len(who), len(mall.item_ids) - 1
     kind = rng.choice(4, m, p=[0.25, 0.35, 0.3, 0.1])  # brand, subcategory, brand+subcategory, need
-    item = _pick_items(rng, mall, _pick_categories(rng, weights, who), premium[who])
+    ts = _sample_ts(rng, m)
+    day = (ts - START_TS) // DAY_S
+    item = _pick_items(rng, mall, _pick_categories(rng, weights, who), premium[who], day)
     form = np.choose(kind.clip(0, 2), [np.where(rng.random(m) < 0.4, 1, 0), np.full(m, 2), np.full(m, 3)])
     code = mall.item_queries[item, form]
     clicked = np.where(rng.random(m) < 0.65, item, no_click)
     need = rng.integers(0, len(NEEDS), m)
-    for j, (cand, cdf) in enumerate(mall.need_items):  # one pass per need, not per query
+    for j, sampler in enumerate(mall.need_items):  # one pass per need, not per query
         rows = np.flatnonzero((kind == 3) & (need == j))
         code[rows] = mall.need_codes[j]
-        pick = cand[np.minimum(np.searchsorted(cdf, rng.random(len(rows))), len(cand) - 1)] if len(cand) else no_click
-        clicked[rows] = np.where(rng.random(len(rows)) < 0.5, pick, no_click)
-    ts = _sample_ts(rng, m)
+        pick = sampler(rng, day[rows], np.zeros(len(rows), dtype=np.int64))  # -1: nothing on sale yet
+        clicked[rows] = np.where((rng.random(len(rows)) < 0.5) & (pick >= 0), pick, no_click)
     order = np.argsort(ts, kind="stable")
     return pd.DataFrame({"user_id": _strings(uids, who[order]), "query": _strings(mall.query_vocab, code[order]),
                          "ts": ts[order], "clicked_item_id": _strings(mall.item_ids, clicked[order])})
+
+
+def _item_truth(items: pd.DataFrame, info: dict) -> pd.DataFrame:
+    """What each item's demand and repurchases really follow (`item_truth.parquet`)."""
+    return pd.DataFrame({
+        "item_id": items["item_id"], "trend": _strings(TRENDS, info["trend"]),
+        "launch_ts": START_TS + info["launch"] * DAY_S,  # START_TS unless rising
+        "ramp_days": info["ramp"], "half_life_days": info["half_life"], "cycle_days": info["cycle"]})
 
 
 def _check_args(users: int, items: int, events: int, seed: int) -> None:
@@ -425,7 +605,9 @@ def _check_args(users: int, items: int, events: int, seed: int) -> None:
 
 def generate_mall(out: str | Path, *, users: int = 5000, items: int = 2000, events: int = 200_000, seed: int = 0,
                   overwrite: bool = False, progress: bool = True) -> dict:
-    """Write a synthetic mall data folder (plus `ground_truth.parquet`) to `out`; return a summary.
+    """Write a synthetic mall data folder (plus `ground_truth.parquet` and `item_truth.parquet`) to `out`.
+
+    Returns a summary (rows per table, the period's start_ts / end_ts, seconds taken).
 
     The folder is written atomically: on any error `out` is left as it was. Raises ValueError for
     bad arguments and FileExistsError if `out` is a non-empty folder and `overwrite` is false.
@@ -434,12 +616,13 @@ def generate_mall(out: str | Path, *, users: int = 5000, items: int = 2000, even
     started = time.perf_counter()
     item_frame, info = _make_items(np.random.default_rng([seed, 0]), items)
     mall = _Mall(np.random.default_rng([seed, 1]), users, events, item_frame, info)
-    counts = {"items": items}
+    counts = {"items": items, "item_truth": items}
     active = 0
     empty: dict[str, pd.DataFrame] = {}
     with FolderWriter(out, overwrite=overwrite) as writer, \
             tqdm(total=users, unit="user", desc="synth", disable=not progress) as bar:
         writer.write("items", item_frame)
+        writer.write("item_truth", _item_truth(item_frame, info))
         for chunk, lo in enumerate(range(0, users, CHUNK_USERS)):
             hi = min(users, lo + CHUNK_USERS)
             frames, with_events = _chunk(np.random.default_rng([seed, 2, chunk]), lo, hi, mall)

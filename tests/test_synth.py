@@ -13,7 +13,7 @@ import pytest
 
 from offline_training import synth
 from offline_training.datafolder import AppData, load_data_folder
-from offline_training.synth import END_TS, NEEDS, START_TS, TOPS, generate_mall
+from offline_training.synth import CYCLE_DAYS, DAYS, END_TS, NEEDS, START_TS, TOPS, TRENDS, generate_mall
 
 SMALL = {"users": 1500, "items": 400, "events": 40_000}
 TINY = {"users": 300, "items": 60, "events": 5_000}
@@ -28,6 +28,26 @@ def mall(tmp_path_factory) -> tuple[dict, AppData, pd.DataFrame]:
 
 def _digests(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def item_truth(mall) -> pd.DataFrame:
+    summary, _, _ = mall
+    return pd.read_parquet(Path(summary["out"]) / "item_truth.parquet")
+
+
+def _third(ts: pd.Series) -> pd.Series:
+    """0, 1 or 2: which third of the period each timestamp falls in."""
+    return (ts - START_TS) * 3 // (END_TS - START_TS)
+
+
+def _purchase_pairs(data: AppData, item_truth: pd.DataFrame) -> pd.DataFrame:
+    """One row per (user, item) bought: distinct purchase days, the item's cycle and top category."""
+    buys = data.interactions[data.interactions["event"] == "purchase"].merge(item_truth, on="item_id")
+    buys = buys.merge(data.items[["item_id", "category"]], on="item_id")
+    buys["day"] = (buys["ts"] - START_TS) // 86400
+    return buys.groupby(["user_id", "item_id"]).agg(
+        days=("day", "nunique"), cycle=("cycle_days", "first"), category=("category", "first")).reset_index()
 
 
 def _events_with_top(data: AppData) -> pd.DataFrame:
@@ -62,7 +82,7 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path: Pat
     assert pd.read_parquet(tmp_path / "a" / "interactions.parquet").equals(
         pd.read_parquet(tmp_path / "b" / "interactions.parquet"))
     different = {k for k, v in _digests(tmp_path / "c").items() if _digests(tmp_path / "a")[k] != v}
-    assert {"items.parquet", "interactions.parquet", "ground_truth.parquet"} <= different
+    assert {"items.parquet", "interactions.parquet", "ground_truth.parquet", "item_truth.parquet"} <= different
 
 
 def test_several_chunks_still_make_one_consistent_folder(tmp_path: Path, monkeypatch) -> None:
@@ -136,6 +156,89 @@ def test_clicked_search_results_match_their_query(mall) -> None:
             assert category in NEEDS[query]
         else:
             assert query.lower().startswith(brand.lower()) or query == category.split("/")[1], (query, item_id)
+
+
+def test_the_period_is_sixty_days_so_models_can_be_judged_on_the_future(mall) -> None:
+    summary, data, _ = mall
+    assert DAYS == 60 and END_TS - START_TS == DAYS * 86400
+    assert (summary["start_ts"], summary["end_ts"]) == (START_TS, END_TS)
+    days = (data.interactions["ts"] - START_TS) // 86400
+    assert days.nunique() == DAYS  # every day has traffic, the last 15 days too
+    assert (days >= 45).mean() > 0.15
+
+
+def test_item_truth_describes_every_item(mall, item_truth) -> None:
+    _, data, _ = mall
+    assert item_truth["item_id"].tolist() == data.items["item_id"].tolist()
+    share = item_truth["trend"].value_counts(normalize=True)
+    assert set(share.index) == set(TRENDS) and 0.04 < share["rising"] < 0.2 and 0.04 < share["fading"] < 0.2
+    rising, fading = item_truth["trend"] == "rising", item_truth["trend"] == "fading"
+    assert (item_truth.loc[~rising, "launch_ts"] == START_TS).all()
+    assert item_truth.loc[rising, "launch_ts"].between(START_TS + 86400, END_TS - 20 * 86400).all()
+    assert (item_truth.loc[rising, "ramp_days"] > 0).all() and (item_truth.loc[~rising, "ramp_days"] == 0).all()
+    assert (item_truth.loc[fading, "half_life_days"] > 0).all() and (item_truth.loc[~fading, "half_life_days"] == 0).all()
+    consumable = data.items["category"].isin(CYCLE_DAYS).to_numpy()
+    assert (item_truth["cycle_days"].to_numpy() > 0).tolist() == consumable.tolist()
+    assert item_truth.loc[consumable, "cycle_days"].between(*synth.CYCLE_RANGE).all()
+    new = data.items.loc[rising.to_numpy(), "tags"].str.split("|")
+    assert new.map(lambda tags: "新品" in tags).all()  # the merchant tags launches as new
+
+
+def test_rising_items_appear_at_launch_and_grow_while_fading_items_fade(mall, item_truth) -> None:
+    _, data, _ = mall
+    events = data.interactions.merge(item_truth, on="item_id")
+    assert (events["ts"] >= events["launch_ts"]).all()  # nothing before an item's launch
+    clicks = data.queries.merge(item_truth, left_on="clicked_item_id", right_on="item_id")
+    assert len(clicks) and (clicks["ts"] >= clicks["launch_ts"]).all()  # not even a search click
+    per_third = events.groupby(["trend", _third(events["ts"])]).size().unstack(fill_value=0)
+    assert per_third.loc["rising", 2] > 3 * per_third.loc["rising", 0], per_third
+    assert per_third.loc["fading", 0] > 3 * per_third.loc["fading", 2], per_third
+    assert 0.6 < per_third.loc["steady", 2] / per_third.loc["steady", 0] < 1.25, per_third
+    # after launch, demand grows: the third week after it is busier than the first
+    rising = events[(events["trend"] == "rising") & (events["launch_ts"] + 21 * 86400 <= END_TS)]
+    week = (rising["ts"] - rising["launch_ts"]) // (7 * 86400)
+    assert (week == 2).sum() > 1.5 * (week == 0).sum(), week.value_counts()
+    # item by item, not just in sum
+    per_item = events.groupby(["item_id", _third(events["ts"])]).size().unstack(fill_value=0)
+    per_item = per_item.join(item_truth.set_index("item_id")["trend"])
+    busy = per_item[per_item[[0, 1, 2]].sum(axis=1) >= 20]
+    assert (busy.loc[busy["trend"] == "rising", 2] > busy.loc[busy["trend"] == "rising", 0]).mean() > 0.9
+    assert (busy.loc[busy["trend"] == "fading", 0] > busy.loc[busy["trend"] == "fading", 2]).mean() > 0.9
+
+
+def test_consumables_are_bought_again_and_durables_never(mall, item_truth) -> None:
+    _, data, _ = mall
+    pairs = _purchase_pairs(data, item_truth)
+    repeat = pairs["days"] >= 2
+    consumable, durable = pairs["cycle"] > 0, pairs["category"].str.split("/").str[0].isin(["数码", "家电"])
+    assert consumable.sum() > 200 and durable.sum() > 50
+    assert repeat[consumable].mean() > 0.5, repeat[consumable].mean()
+    assert repeat[durable].mean() == 0 and repeat[~consumable].mean() == 0
+    # a repurchase goes through the funnel like any purchase: viewed, clicked and carted first
+    counts = data.interactions.groupby(["user_id", "item_id", "event"]).size().unstack(fill_value=0)
+    for step in ("view", "click", "cart"):
+        assert (counts[step] >= counts["purchase"]).all(), step
+
+
+def test_repurchase_intervals_centre_on_the_items_cycles(mall, item_truth) -> None:
+    _, data, _ = mall
+    buys = data.interactions[data.interactions["event"] == "purchase"].merge(item_truth, on="item_id")
+    buys = buys[buys["cycle_days"] > 0].sort_values(["user_id", "item_id", "ts"])
+    gaps = pd.DataFrame({"days": buys.groupby(["user_id", "item_id"])["ts"].diff() / 86400,
+                         "cycle": buys["cycle_days"]}).dropna()
+    assert len(gaps) > 200
+    ratio = gaps["days"] / gaps["cycle"]
+    assert 0.9 < ratio.median() < 1.1 and ratio.between(0.6, 1.6).mean() > 0.9, ratio.describe()
+    assert np.corrcoef(gaps["days"], gaps["cycle"])[0, 1] > 0.8
+    assert gaps.loc[gaps["cycle"] < 12, "days"].median() < 0.6 * gaps.loc[gaps["cycle"] > 20, "days"].median()
+
+
+def test_repeat_buying_is_steady_from_the_first_day(mall, item_truth) -> None:
+    """Consumables bought before the period are rebought in it, so their purchases do not ramp up."""
+    _, data, _ = mall
+    buys = data.interactions[data.interactions["event"] == "purchase"].merge(item_truth, on="item_id")
+    per_third = _third(buys.loc[buys["cycle_days"] > 0, "ts"]).value_counts()
+    assert len(per_third) == 3 and per_third.max() < 1.3 * per_third.min(), per_third
 
 
 @pytest.mark.parametrize("bad", [{"users": 0}, {"items": 5}, {"events": 0}, {"seed": -1}, {"users": 2.5}, {"events": True}])
