@@ -28,7 +28,7 @@ from recsys.matrix import SECONDS_PER_DAY
 from recsys.models import TrainedModels
 from recsys.rules import EVALUATION_RULES
 from recsys.served import ServedModels
-from recsys.topk import blocked_top_k
+from recsys.topk import shared_top_k
 
 #: The home feed's rules for the all-items group: purchases kept or excluded as the bundle decides.
 HOME_RULES = dataclasses.replace(EVALUATION_RULES, exclude_purchased=None)
@@ -43,7 +43,7 @@ def _truth(pairs: pd.DataFrame, user_ids: list[str], models: TrainedModels) -> s
 
 
 def _top(scores: np.ndarray, n_users: int, k: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
-    return blocked_top_k(n_users, k, lambda rows: np.broadcast_to(scores, (len(rows), len(scores))), exclude)[0]
+    return shared_top_k(scores, n_users, k, exclude)
 
 
 def _users_per_item(frame: pd.DataFrame, models: TrainedModels, positive: np.ndarray) -> np.ndarray:

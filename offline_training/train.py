@@ -125,7 +125,7 @@ def train(data_dir: str | os.PathLike, artifacts: str | os.PathLike, app: str, *
         cfg, cold_outcome = evaluation.tune(data, cold_frame, cfg, warm=False, validation_protocol=validation_protocol,
                                             budget_seconds=cold_budget, progress=progress)
         outcome.cold, outcome.skipped = cold_outcome.cold, outcome.skipped + cold_outcome.skipped
-    outcome.skipped = [s for s in (no_time, why) if s] + outcome.skipped
+    outcome.skipped = [s for s in (no_time, why if do_tune else None) if s] + outcome.skipped
     for reason in outcome.skipped:
         _log(f"tuning: {reason}", quiet)
     if cfg.model.family == "auto":  # not tuned: the manifest records what was trained

@@ -28,8 +28,11 @@ from offline_training.splits import last_out, stratified, temporal, temporal_cut
 from recsys.config import TrainConfig
 from recsys.item_models import gram_matrix
 from recsys.matrix import SECONDS_PER_DAY, IdMap, event_weights
-from recsys.topk import blocked_top_k
+from recsys.topk import blocked_top_k, shared_top_k
 
+
+#: Splits in time (this one and earlier cuts) that the popularity half-life is judged on.
+BACKTEST_ORIGINS = 3
 
 #: One-sided 95% normal quantile: a model "beats" popularity only if its mean per-user NDCG gain
 #: exceeds this many standard errors.
@@ -92,6 +95,7 @@ class Validation:
     truth_all: sp.csr_matrix | None = None
     _confidences: dict[tuple[float, bool], sp.csr_matrix] = field(default_factory=dict, repr=False)
     _gram: np.ndarray | None = field(default=None, repr=False)
+    _earlier: list["Validation"] | None = field(default=None, repr=False)
 
     def confidences(self, half_life_days: float | None = None, use_rating_value: bool | None = None) -> sp.csr_matrix:
         """Users × items confidences of the training side, cached per event setting."""
@@ -135,12 +139,32 @@ class Validation:
 
     def popularity_per_user(self, half_life_days: float = 0.0) -> np.ndarray:
         """Per-user NDCG@k of popularity (plain or decayed), the baseline every model must beat."""
-        pop = self.popularity_scores(half_life_days)
-        return self.ndcg_per_user(lambda rows: np.broadcast_to(pop, (len(rows), len(pop))))
+        recs = shared_top_k(self.popularity_scores(half_life_days), len(self.rows), self.k,
+                            self.confidences()[self.rows])
+        return ndcg_per_user(recs, self.truth, self.k)
 
     def popularity_ndcg(self, half_life_days: float = 0.0) -> float:
         """NDCG@k of (decayed) popularity."""
         return float(np.mean(self.popularity_per_user(half_life_days)))
+
+    def popularity_backtest(self, half_life_days: float) -> float:
+        """Mean NDCG@k of (decayed) popularity over this split and, on time, up to `BACKTEST_ORIGINS` − 1
+        earlier ones (each cut a window before the last): one window can be a holiday or a campaign
+        whose best half-life fails the next month, and choosing a trend costs nothing to check again."""
+        if self.cut is None:
+            return self.popularity_ndcg(half_life_days)
+        if self._earlier is None:
+            self._earlier = []
+            train = self.train
+            items = pd.DataFrame({"item_id": list(self.items.ids)})
+            while len(self._earlier) < BACKTEST_ORIGINS - 1:
+                try:
+                    earlier = carve_validation(items, train, self.cfg, "temporal")
+                except ValueError:  # too little time or too few users left before this cut
+                    break
+                self._earlier.append(earlier)
+                train = earlier.train
+        return float(np.mean([v.popularity_ndcg(half_life_days) for v in (self, *self._earlier)]))
 
 
 def carve_validation(items: pd.DataFrame, frame: pd.DataFrame, cfg: TrainConfig,

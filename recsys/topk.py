@@ -36,3 +36,21 @@ def blocked_top_k(n_rows: int, k: int, score_block: Callable[[np.ndarray], np.nd
         ids[rows, : idx.shape[1]] = idx
         vals[rows, : val.shape[1]] = val
     return ids, vals
+
+
+def shared_top_k(scores: np.ndarray, n_rows: int, k: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
+    """[n_rows, k] top-k of one score vector shared by every row (popularity), without each row's
+    `exclude` entries; -1 where a row runs short. One sort instead of a dense block per rows."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    order = order[np.isfinite(np.asarray(scores)[order])]
+    out = np.full((n_rows, k), -1, dtype=np.int64)
+    if exclude is None:
+        out[:, : min(k, len(order))] = order[:k]
+        return out
+    exclude = exclude.tocsr()
+    for row in range(n_rows):
+        seen = exclude.indices[exclude.indptr[row]:exclude.indptr[row + 1]]
+        picked = order[: k + len(seen)]
+        picked = picked[~np.isin(picked, seen)][:k]
+        out[row, : len(picked)] = picked
+    return out

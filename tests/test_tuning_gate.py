@@ -135,7 +135,8 @@ def test_no_tune_trains_the_config_as_written(tmp_path):
                              "--config", str(config), "--no-tune", "--quiet")
     assert status == 0, err
     loaded = bundle.open_current(tmp_path / "art", "shop")
-    assert loaded.json("report")["tuning"] == {"known": None, "cold": None, "skipped": []}
+    assert loaded.json("report")["tuning"] == {"protocol": None, "known": None, "cold": None, "repeat": None,
+                                               "skipped": []}
     assert loaded.json("known_model") == {"family": "ease", "params": {"l2": 20.0, "neighbours": 500,
                                                                        "max_memory_mb": 2048.0}}
 
