@@ -312,14 +312,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if known is not None:
             print(f"\ntuning: {len(known.trials)} trials in {known.seconds:.0f} s; winner {known.family} "
                   f"(validation NDCG@{known.k} {known.value:.4f}, popularity {known.popularity:.4f})", file=sys.stderr)
+        repeat = result.tuning.repeat
+        if repeat is not None:
+            print(f"repeat purchases: {repeat.stats['repeat_rate']:.1%} of purchased pairs rebought; home-feed mix "
+                  f"{repeat.settings['mix_weight']:g} (validation NDCG@{known.k if known else 10}: home {repeat.home:.4f}, "
+                  f"buy again {repeat.buy_again:.4f}, best sellers {repeat.best_sellers:.4f})", file=sys.stderr)
         for reason in result.tuning.skipped:
-            print(f"tuning skipped: {reason}", file=sys.stderr)
+            print(f"tuning: {reason}", file=sys.stderr)
         for report in result.reports:
             if "skipped" in report:
                 print(f"\n{report['protocol']}: skipped ({report['skipped']})", file=sys.stderr)
             else:
                 print(f"\n{report['protocol']} ({report['n_users']} users, {report['model_name']})\n{table(report)}",
                       file=sys.stderr)
+                if "groups" in report:
+                    from offline_training.report import groups_table
+                    print(groups_table(report), file=sys.stderr)
         state = "published" if result.published else "written (not published)"
         print(f"\nbundle {state}: {result.path}  ({result.seconds:.1f} s, peak {result.peak_rss_mb:.0f} MB)",
               file=sys.stderr)

@@ -55,6 +55,8 @@ def tuning_markdown(tuning: dict[str, Any] | None) -> list[str]:
     if not tuning or not (tuning.get("known") or tuning.get("cold") or tuning.get("skipped")):
         return ["## Tuning\n", "not run (--no-tune or `tuning.enabled = false`): the config was trained as written\n"]
     parts = ["## Tuning\n"]
+    if tuning.get("protocol"):
+        parts.append(f"Validation: {'on time (train before a cut, judged on what users did after it)' if tuning['protocol'] == 'temporal' else tuning['protocol'] + ' held-out pairs'}.\n")
     for reason in tuning.get("skipped", []):
         parts.append(f"- skipped: {reason}")
     known = tuning.get("known")
@@ -87,12 +89,43 @@ def tuning_markdown(tuning: dict[str, Any] | None) -> list[str]:
             parts.append(f"| {t['number']} | {t['family']} | {settings} | {value} | {t['seconds']} | {t['state']} |")
         parts.append("")
     cold = tuning.get("cold")
+    parts += repeat_markdown(tuning.get("repeat"))
     if cold:
         k = cold["k"]
         parts += [f"First visits: {len(cold['trials'])} trials in {cold['seconds']} s on {cold['n_users']} held-out "
                   f"users ({cold.get('folds', 1)} folds); best NDCG@{k} {cold['value']:.4f} "
                   f"(popularity {cold['popularity']:.4f}) with "
                   + ", ".join(f"`{p}` = {_fmt(v)}" for p, v in cold["settings"].items()) + "\n"]
+    return parts
+
+
+def repeat_markdown(repeat: dict[str, Any] | None) -> list[str]:
+    """Repeat purchases as tuned on the split in time: how much the app rebuys, what was chosen, and the
+    home feed beside "buy again" and best sellers on the finals half."""
+    if not repeat:
+        return []
+    stats, chosen = repeat["stats"], repeat["settings"]
+    parts = [f"Repeat purchases: {stats['repeat_rate']:.1%} of {stats['purchase_pairs']} purchased (user, item) pairs "
+             f"were bought again on a later day (median gap {stats['median_gap_days']:g} days, "
+             f"{stats['items_with_repeats']} items). Chosen: recency half-life {chosen['half_life_days']:g} days, "
+             f"cycle weight {chosen['cycle_weight']:g}, home-feed mix {chosen['mix_weight']:g}. "
+             f"On {repeat['n_users']} validation users, everything bought after the cut: home feed "
+             f"{repeat['home']:.4f}, without the mix {repeat['model_alone']:.4f}, buy again {repeat['buy_again']:.4f}, "
+             f"best sellers {repeat['best_sellers']:.4f}."]
+    if repeat.get("note"):
+        parts.append(repeat["note"])
+    return parts + [""]
+
+
+def groups_markdown(report: dict[str, Any]) -> list[str]:
+    """The temporal protocol's groups, each with the baselines of the same run."""
+    k = report["k"]
+    parts = []
+    for name, group in report.get("groups", {}).items():
+        parts += [f"**{name}** ({group['n_users']} users)", "", f"| ranking | NDCG@{k} | recall@{k} |", "|---|---|---|"]
+        for label, m in [("minirec", group["model"]), *group["baselines"].items()]:
+            parts.append(f"| {label} | {m[f'ndcg@{k}']:.4f} | {m[f'recall@{k}']:.4f} |")
+        parts.append("")
     return parts
 
 
@@ -118,7 +151,7 @@ def protocol_markdown(report: dict[str, Any]) -> list[str]:
     for key in metric_keys(report):
         model, base = report["model"][key], report["popularity"][key]
         parts.append(f"| {key} | {model:.4f} | {base:.4f} | {_lift(model, base)} |")
-    return parts + [""]
+    return parts + [""] + groups_markdown(report)
 
 
 def markdown(full: dict[str, Any], title: str) -> str:
