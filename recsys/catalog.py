@@ -40,6 +40,25 @@ class NewItems:
         """Which of these items may be shown (visible and in stock)."""
         return np.array([_as_bool(r["visible"]) and float(r["stock"]) > 0 for r in self.rows], dtype=bool)
 
+    def eligible(self, merchant_profile: dict[str, str]) -> np.ndarray:
+        """Which of these items this user may see by their audience (as `audience_masks` for trained items)."""
+        return np.array([audience_allows(str(r.get("audience") or ""), merchant_profile) for r in self.rows],
+                        dtype=bool)
+
+
+def parse_audience(rule: str) -> tuple[str, frozenset[str]]:
+    """`member_level:gold|platinum` → ("member_level", {"gold", "platinum"})."""
+    field_name, _, values = rule.partition(":")
+    return field_name, frozenset(v.strip() for v in values.split(LIST_SEP))
+
+
+def audience_allows(rule: str, merchant_profile: dict[str, str]) -> bool:
+    """Whether a user with this merchant profile may see an item with this audience rule ("" = everyone)."""
+    if not rule:
+        return True
+    field_name, allowed = parse_audience(rule)
+    return merchant_profile.get(field_name, "") in allowed
+
 
 class ServingCatalog:
     """Masks and metadata of one loaded bundle's catalog, plus the live overlay."""
@@ -82,11 +101,7 @@ class ServingCatalog:
         for i, rule in enumerate(audiences):
             if rule:
                 rules.setdefault(rule, []).append(i)
-        parsed = []
-        for rule, idx in rules.items():
-            field_name, _, values = rule.partition(":")
-            parsed.append((field_name, frozenset(v.strip() for v in values.split(LIST_SEP)), np.array(idx)))
-        return parsed
+        return [(*parse_audience(rule), np.array(idx)) for rule, idx in rules.items()]
 
     @property
     def tokenizer(self) -> Tokenizer:

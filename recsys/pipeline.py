@@ -282,7 +282,7 @@ def rank(app: ServedModels, user_id: str | None, state: UserState | None, rules:
     new = scored.new_items
     new_scores = scored.new.copy()
     if len(new_scores):
-        ok = new.available()
+        ok = new.available() & new.eligible(merchant)  # a member-only new item is for its audience only
         if category:
             prefix = category.strip().strip("/")
             ok &= np.array([str(r["category"]) == prefix or str(r["category"]).startswith(prefix + "/")

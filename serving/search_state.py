@@ -34,7 +34,7 @@ from search.query_log import QueryStats
 from search.settings import SearchSettings, SettingsFile
 from search.suggest import SuggestIndex, key_of
 from search.tokenizer import Tokenizer, normalize
-from recsys.catalog import ServingCatalog
+from recsys.catalog import ServingCatalog, audience_allows
 
 TEXT_FIELDS = ("title", "brand", "category", "tags")
 #: The text fields in the order search reasons name them.
@@ -285,11 +285,8 @@ class SearchState:
         eligible, _ = self.catalog.audience_masks(merchant_profile)
         mask[: self.n_base] &= eligible
         for doc in self.new_docs.values():
-            rule = str(self.rows[doc].get("audience") or "")
-            if rule:
-                field, _, values = rule.partition(":")
-                if merchant_profile.get(field, "") not in {v.strip() for v in values.split(LIST_SEP)}:
-                    mask[doc] = False
+            if not audience_allows(str(self.rows[doc].get("audience") or ""), merchant_profile):
+                mask[doc] = False
         return mask
 
     def category_mask(self, category: str, n: int) -> tuple[np.ndarray, bool]:

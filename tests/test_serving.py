@@ -182,6 +182,37 @@ def test_item_upserts_hide_and_publish_items(client, facts):
     assert next(i for i in phones if i["item_id"] == "brand-new-item")["reason"] == "new in 数码/手机"
 
 
+def test_new_items_for_an_audience_reach_that_audience_only(client, facts):
+    """The leak of issue 20: items PUT live with an audience no user has were shown in everyone's feed."""
+    for i in range(10):
+        item = {"title": f"会员专享 华为 手机 {i}", "category": "数码/手机", "brand": "华为", "price": 99, "stock": 5}
+        assert client.put(f"/v1/apps/shop/items/open-{i}", json=item, headers=H).status_code == 200
+        locked = {**item, "audience": "member_level:diamond-test"}
+        assert client.put(f"/v1/apps/shop/items/locked-{i}", json=locked, headers=H).status_code == 200
+    locked_ids = {f"locked-{i}" for i in range(10)}
+    users = [facts["known"], facts["first_visit"], "someone-new", None]
+    shown_open = set()
+    for user in users:
+        for params in ({"n": 100}, {"n": 100, "category": "数码/手机"}):
+            items = {i["item_id"] for i in home(client, user, **params)["items"]}
+            assert not items & locked_ids
+            shown_open |= items
+        if user:
+            exclusive = client.get("/v1/apps/shop/recommend/exclusive", params={"user_id": user, "n": 100}, headers=H)
+            assert not {i["item_id"] for i in exclusive.json()["items"]} & locked_ids
+    assert shown_open & {f"open-{i}" for i in range(10)}  # the open ones are there: new items do reach feeds
+    found = client.get("/v1/apps/shop/search", params={"q": "会员专享 华为 手机", "n": 50}, headers=H).json()
+    assert not {i["item_id"] for i in found["items"]} & locked_ids
+    member = "diamond-member"
+    r = client.put(f"/v1/apps/shop/users/{member}/profile", json={"fields": {"member_level": "diamond-test"}},
+                   headers=H)
+    assert r.status_code == 200
+    exclusive = client.get("/v1/apps/shop/recommend/exclusive", params={"user_id": member, "n": 100}, headers=H)
+    assert {i["item_id"] for i in exclusive.json()["items"]} >= locked_ids  # the audience does see them
+    phones = home(client, member, n=100, category="数码/手机")["items"]
+    assert locked_ids & {i["item_id"] for i in phones}
+
+
 def test_pagination_is_stable_and_disjoint(client, facts):
     user = facts["known"]
     first, second = home(client, user, n=10, offset=0), home(client, user, n=10, offset=10)
