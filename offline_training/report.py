@@ -174,7 +174,7 @@ def chart(full: dict[str, Any]) -> bytes:
     axes = list(axes[0])
     if known:
         ax = axes.pop(0)
-        finished = [t for t in known["trials"] if t["value"] is not None]
+        finished = [t for t in known["trials"] if t["value"] is not None and t.get("state") != "proxy"]
         for family in sorted({t["family"] for t in finished}):
             mine = [t for t in finished if t["family"] == family]
             ax.scatter([t["number"] for t in mine], [t["value"] for t in mine], s=12, label=family)

@@ -5,7 +5,8 @@ a time budget. It starts from the config's own values of every candidate family 
 are always tried), then lets TPE explore:
 
 - `als`: factors, regularization, alpha, confidence weighting (none / BM25 / TF-IDF);
-- `ease`: λ and the weights kept per item (only if the dense solve fits `ease.max_memory_mb`);
+- `ease`: λ (only if the dense solve fits `ease.max_memory_mb`); the weights kept per item are
+  applied after the solve, so each solve is scored at several counts (`AFTER_FIT`), not refitted;
 - `rp3beta`: α, β and the weights kept per item;
 - `itemknn`: similarity (cosine / BM25 / TF-IDF) and neighbourhood size;
 - for the families that read confidences (ALS, item kNN): an event-decay half-life as a fraction of
@@ -13,9 +14,24 @@ are always tried), then lets TPE explore:
 
 A value set in the config file is pinned: it is used as written and not searched. Each family has
 its own study and the families share the budget evenly (the next trial goes to the family that has
-used the least time) until those far behind the leader are dropped. ALS trials report their
-validation NDCG between sweeps so that a percentile pruner stops those in the bottom quarter early,
-and any trial still running at the deadline is stopped. The popularity half-life is chosen on the same split.
+used the least time) until those far behind the leader are dropped.
+
+A family whose full fit is expensive (more than `EXPENSIVE_SHARE` of its part of the budget: EASE
+on a large catalogue) would get only a trial or two that way, so it searches in two rungs
+(successive halving). Proxy trials fit and rank on the catalogue's most popular items only (EASE:
+37% of them, a 20th of the n³ solve; on ML-100k, Amazon Scientific and a 9,000-item mall the best λ
+there was the full catalogue's best or its neighbour on a ×2–3 grid): a line search on λ from the
+config's value, then TPE. Each time the proxies have spent half a full fit's time (or the line
+search has converged), the best proxy setting in their top third not yet fitted in full is promoted
+to a full trial. EASE's first trial is a proxy of its starting point, which also
+predicts the full solve's time. Only full trials compete (elimination, finals, the winner); proxy
+trials are listed with state `proxy` and the size of their catalogue. A family joins by declaring
+how its fit time grows with the catalogue (`COST_EXPONENT`); only EASE does so far.
+
+ALS trials report their validation NDCG between sweeps so that a percentile pruner stops those in
+the bottom quarter early, and any trial still running at the deadline is stopped; an expensive
+family starts no full fit that could not end by the deadline once it has one.
+The popularity half-life is chosen on the same split.
 Each family's best is then refitted on a second validation split (other held-out pairs of the same
 training side): the winner has the best mean NDCG over both splits, and is compared with popularity
 on the second split (paired, per-user NDCG): unless its gain there is significant (one-sided 95%,
@@ -30,6 +46,7 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +55,7 @@ import numpy as np
 from offline_training.validation import Comparison, Validation
 from recsys.als import weight_confidences
 from recsys.config import ALSConfig, TrainConfig
-from recsys.item_models import ease_fits
+from recsys.item_models import ItemItemModel, ease_fits
 from recsys.known import FAMILIES, fit_known
 from recsys.recommender import Recommender
 
@@ -46,6 +63,30 @@ from recsys.recommender import Recommender
 POPULARITY_HALF_LIFE_FRACTIONS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
 #: Families whose scores read the confidences (and so the event settings).
 READS_CONFIDENCES = ("als", "itemknn")
+#: Settings applied after the fit, with the values a full trial scores: EASE keeps each item's
+#: strongest weights after the solve, so one solve is scored at every count instead of refitted.
+AFTER_FIT: dict[str, tuple[str, tuple[int, ...]]] = {"ease": ("ease.neighbours", (100, 200, 500, 1000))}
+#: Families that may search on a proxy catalogue (their most popular items) when a full fit is
+#: expensive, with how their fit time grows with the catalogue, as n_items ** exponent (EASE's dense
+#: Cholesky inverse: n³): it sizes the proxy catalogue and predicts a full fit's time from a proxy's.
+#: A family joins by an entry here, once its best settings on a proxy are shown to be its best in full.
+COST_EXPONENT: dict[str, float] = {"ease": 3.0}
+#: EASE's λ is searched in this range (log scale).
+EASE_L2_RANGE = (1.0, 1e5)
+#: The setting a family's proxy rung line-searches first (log scale: step, range) before TPE takes
+#: over: a few well-placed values before a first full fit that may be the only one.
+PROXY_LINE: dict[str, tuple[str, float, tuple[float, float]]] = {"ease": ("ease.l2", 3.0, EASE_L2_RANGE)}
+#: A family is expensive when one full fit takes more than this share of its part of the search.
+EXPENSIVE_SHARE = 1 / 8
+#: A proxy catalogue is sized for a solve of about this share of a full one's time (EASE: the 37%
+#: most popular items); catalogues smaller than `MIN_PROXY_CATALOGUE` get none.
+PROXY_COST = 1 / 20
+MIN_PROXY_CATALOGUE = 1000
+#: Before each full fit of an expensive family, its proxy trials spend this share of a full fit's time
+#: (or less, once its line search has converged) ...
+PROXY_SPEND = 1 / 2
+#: ... and only a setting in this top share of the proxy trials is promoted (successive halving's η = 3).
+PROMOTE_TOP = 1 / 3
 
 
 @dataclass
@@ -53,9 +94,11 @@ class Trial:
     number: int
     family: str
     params: dict[str, Any]
-    value: float | None  # validation NDCG@k; None if pruned or failed
+    value: float | None  # validation NDCG@k (a proxy's on its catalogue); None if pruned or failed
     seconds: float
-    state: str  # complete, pruned, fail
+    state: str  # complete, proxy (a complete proxy trial), pruned, fail
+    #: Size of the catalogue a proxy trial was fitted and ranked on (its most popular items); None: full.
+    proxy_items: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,14 +176,14 @@ def _suggest(trial: Any, cfg: TrainConfig, val: Validation, family: str) -> dict
 
     ALS regularization is searched relative to the confidence scale, λ = ρ (1 + alpha · mean w):
     good settings lie on a ridge where λ grows with alpha (ML-100k: λ 20 / 30 / 70 at alpha
-    0.3 / 1 / 3, all NDCG@10 ≈ 0.48), which this makes flat in ρ."""
-    n_items = len(val.items)
-    max_k = max(2, min(1000, n_items - 1))
+    0.3 / 1 / 3, all NDCG@10 ≈ 0.48), which this makes flat in ρ. A setting applied after the fit
+    (`AFTER_FIT`) is not searched: it takes the config's value, and a full trial scores its others."""
+    max_k = max_neighbours(len(val.items))
     space: dict[str, Any] = {
         "als.factors": lambda name: trial.suggest_int(name, 16, 256, log=True),
         "als.alpha": lambda name: trial.suggest_float(name, 0.05, 50.0, log=True),
         "als.weighting": lambda name: trial.suggest_categorical(name, ["none", "bm25", "tfidf"]),
-        "ease.l2": lambda name: trial.suggest_float(name, 1.0, 1e5, log=True),
+        "ease.l2": lambda name: trial.suggest_float(name, *EASE_L2_RANGE, log=True),
         "ease.neighbours": lambda name: trial.suggest_int(name, min(10, max_k), max_k, log=True),
         "rp3beta.alpha": lambda name: trial.suggest_float(name, 0.1, 2.0),
         "rp3beta.beta": lambda name: trial.suggest_float(name, 0.0, 1.0),
@@ -149,8 +192,11 @@ def _suggest(trial: Any, cfg: TrainConfig, val: Validation, family: str) -> dict
         "itemknn.neighbours": lambda name: trial.suggest_int(name, min(10, max_k), max_k, log=True),
     }
     params = _events(trial, cfg, val, family) if family in READS_CONFIDENCES else {}
+    after_fit = AFTER_FIT.get(family, ("",))[0]
     for path, suggest in space.items():
-        if path.startswith(family + "."):
+        if path == after_fit:
+            params[path] = min(int(cfg.get(path)), max_k)
+        elif path.startswith(family + "."):
             params[path] = cfg.get(path) if path in cfg.pinned else suggest(path)
     if family == "als":
         if "als.regularization" in cfg.pinned:
@@ -167,7 +213,7 @@ def _starting_point(cfg: TrainConfig, family: str, val: Validation) -> dict[str,
     start: dict[str, Any] = {"family": family}
     for f in dataclasses.fields(getattr(cfg, family)):
         start[f"{family}.{f.name}"] = getattr(getattr(cfg, family), f.name)
-    max_k = max(2, min(1000, len(val.items) - 1))
+    max_k = max_neighbours(len(val.items))
     for key in ("ease.neighbours", "rp3beta.neighbours", "itemknn.neighbours"):
         if key in start:
             start[key] = min(int(start[key]), max_k)
@@ -190,15 +236,73 @@ def family_params(params: dict[str, Any], family: str) -> dict[str, Any]:
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
+def max_neighbours(n_items: int) -> int:
+    """The most weights per item the item-item families search (1,000, or fewer on small catalogues)."""
+    return max(2, min(1000, n_items - 1))
+
+
+def proxy_catalogue(val: Validation, family: str) -> np.ndarray | None:
+    """The items a proxy trial of `family` is fitted and ranked on: the most popular (users per item),
+    as many as make its fit cost about `PROXY_COST` of a full one; None for a small catalogue or a
+    family without proxies (`COST_EXPONENT`)."""
+    n_items = len(val.items)
+    if n_items < MIN_PROXY_CATALOGUE or family not in COST_EXPONENT:
+        return None
+    share = PROXY_COST ** (1 / COST_EXPONENT[family])
+    users_per_item = np.diff(val.confidences().tocsc().indptr)
+    return np.sort(np.argsort(-users_per_item, kind="stable")[: round(share * n_items)])
+
+
 def fit_trial(val: Validation, cfg: TrainConfig, family: str, params: dict[str, Any],
-              on_sweep: Any = None) -> tuple[Recommender, Any]:
-    """Fit `family` with these settings on the validation's training side; returns (model, confidences)."""
+              on_sweep: Any = None, items: np.ndarray | None = None) -> tuple[Recommender, Any]:
+    """Fit `family` with these settings on the validation's training side; returns (model, confidences).
+    With `items` (a proxy catalogue) only those columns are fitted (EASE: that block of the Gram)."""
     conf = val.confidences(params.get("events.half_life_days"), params.get("events.use_rating_value"))
     gram = val.gram() if family == "ease" else None
+    if items is not None:
+        conf = conf[:, items].tocsr()
+        gram = gram[np.ix_(items, items)] if gram is not None else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # implicit's notice about BLAS threads
         model = fit_known(family, conf, family_params(params, family), cfg.als, on_sweep=on_sweep, gram=gram)
     return model, conf
+
+
+def trial_scorer(model: Recommender, conf: Any, n_items: int,
+                 items: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """`score_rows` of a trial's model for `Validation.ndcg`; a proxy model (fitted on `items`) never
+    ranks the items outside its catalogue."""
+    def score_rows(rows: np.ndarray) -> np.ndarray:
+        scores = model.user_scores(rows, conf)
+        if items is None:
+            return scores
+        out = np.full((len(rows), n_items), -np.inf, dtype=np.float32)
+        out[:, items] = scores
+        return out
+    return score_rows
+
+
+def run_trial(val: Validation, cfg: TrainConfig, family: str, params: dict[str, Any], on_sweep: Any = None,
+              items: np.ndarray | None = None) -> tuple[float, dict[str, Any]]:
+    """Fit and score one trial (on the proxy catalogue `items` if given): its validation NDCG and
+    settings. A full trial of a family with a setting applied after the fit (`AFTER_FIT`) fits once
+    at its largest value, scores every value, and keeps the best (ties: the smaller)."""
+    path, grid = AFTER_FIT.get(family, ("", ()))
+    values = [params[path]] if path else []
+    if path and items is None and path not in cfg.pinned:
+        values = sorted({min(v, max_neighbours(len(val.items))) for v in (*grid, params[path])})
+    model, conf = fit_trial(val, cfg, family, {**params, path: max(values)} if path else params, on_sweep, items)
+
+    def score(fitted: Recommender) -> float:
+        value = val.ndcg(trial_scorer(fitted, conf, len(val.items), items))
+        return value if math.isfinite(value) else 0.0
+
+    if not path:
+        return score(model), params
+    assert isinstance(model, ItemItemModel)
+    scores = {v: score(model.keep(v)) for v in values}
+    best = max(values, key=lambda v: (scores[v], -v))
+    return scores[best], {**params, path: best}
 
 
 def score_config(val: Validation, cfg: TrainConfig, family: str, params: dict[str, Any]) -> np.ndarray:
@@ -225,7 +329,7 @@ def _best_popularity_half_life(val: Validation, cfg: TrainConfig) -> tuple[float
     scores = {}
     for fraction in POPULARITY_HALF_LIFE_FRACTIONS:
         half_life = round(fraction * val.span_days, 3)
-        scores[half_life] = val.popularity_ndcg(half_life)
+        scores[half_life] = val.popularity_backtest(half_life)
     return max(scores, key=lambda h: (scores[h], -h)), scores
 
 
@@ -256,6 +360,125 @@ class Finalist:
         return (self.search + self.final) / 2
 
 
+@dataclass
+class FamilySearch:
+    """One family's part of the search: a TPE study of full trials and, for a family whose full fit
+    is expensive, a second study of proxy trials whose best settings are promoted to full trials."""
+
+    family: str
+    #: The config's own values (Optuna parameters), the first trial of each study.
+    start: dict[str, Any]
+    #: The proxy catalogue (None: no proxies for this family or catalogue).
+    items: np.ndarray | None
+    new_study: Callable[[], Any]
+    full: Any = None
+    proxy: Any = None
+    trials: list[Trial] = field(default_factory=list)
+    #: Optuna parameters of each proxy trial (by `Trial.number`), to promote them.
+    asked: dict[int, dict[str, Any]] = field(default_factory=dict)
+    promotions: int = 0
+    #: Nothing left to search (every setting is pinned or applied after the fit, and the one trial is done).
+    exhausted: bool = False
+
+    def __post_init__(self) -> None:
+        self.full = self.new_study()
+        if self.items is None:  # else the first trial is a proxy of the starting point
+            self.full.enqueue_trial(self.start, skip_if_exists=True)
+
+    def full_seconds(self, n_items: int) -> float | None:
+        """A full trial's time: measured, or predicted from the quickest proxy; None if unknown."""
+        measured = [t.seconds for t in self.trials if t.state == "complete"]
+        if measured:
+            return float(np.mean(measured))
+        proxies = [t.seconds for t in self.trials if t.state == "proxy"]
+        if proxies and self.items is not None:
+            return min(proxies) * (n_items / len(self.items)) ** COST_EXPONENT[self.family]
+        return None
+
+    def candidate(self) -> Trial | None:
+        """The best proxy trial among the top `PROMOTE_TOP` whose settings have had no full trial."""
+        path = AFTER_FIT.get(self.family, ("",))[0]
+
+        def key(t: Trial) -> tuple:
+            return tuple(sorted((k, repr(v)) for k, v in t.params.items() if k != path))
+
+        done = {key(t) for t in self.trials if t.proxy_items is None}
+        proxies = sorted((t for t in self.trials if t.state == "proxy"), key=lambda t: (-(t.value or 0.0), t.number))
+        top = proxies[: math.ceil(PROMOTE_TOP * len(proxies))]
+        return next((t for t in top if key(t) not in done), None)
+
+    def plan(self, cfg: TrainConfig, n_items: int, share: float, time_left: float) -> str | None:
+        """The next step: "full" (a TPE trial), "proxy", "promote" (a full trial of `candidate`), or
+        None (done). A family with a proxy catalogue starts with a proxy, which predicts a full fit's
+        time; it is two-rung while a full fit costs more than `EXPENSIVE_SHARE` of its `share` of the
+        search, and promotes once its proxies have spent `PROXY_SPEND` of a full fit (at most of its
+        share: a prediction from a proxy is rough) per full fit to come, or its line search is done."""
+        if self.exhausted:
+            return None
+        if self.items is None:
+            return "full"
+        cost = self.full_seconds(n_items)
+        if cost is None:
+            return "full" if any(t.proxy_items for t in self.trials) else "proxy"
+        if cost <= EXPENSIVE_SHARE * share:
+            return "full"
+        has_full = any(t.state == "complete" for t in self.trials)
+        if has_full and cost > time_left:
+            return None  # another full fit would not end by the deadline
+        proxy_seconds = sum(t.seconds for t in self.trials if t.proxy_items is not None)
+        due = (proxy_seconds >= PROXY_SPEND * min(cost, share) * (self.promotions + 1)
+               or self.family in PROXY_LINE and self.line_step(cfg) is None)
+        return "promote" if due and self.candidate() is not None else "proxy"
+
+    def line_step(self, cfg: TrainConfig) -> dict[str, float] | None:
+        """The next proxy of the line search (`PROXY_LINE`): the best proxy's value times or divided by
+        the step, then by its square root, whichever is untried first; None when all are (or when
+        the setting is pinned): TPE then proposes the rest."""
+        path, factor, (low, high) = PROXY_LINE.get(self.family, ("", 1.0, (0.0, 0.0)))
+        proxies = [t for t in self.trials if t.state == "proxy"]
+        if not path or path in cfg.pinned or not proxies:
+            return None
+        best = float(max(proxies, key=lambda t: (t.value, -t.number)).params[path])
+        tried = [float(t.params[path]) for t in self.trials if t.proxy_items is not None]
+        for step in (factor, factor ** 0.5):
+            for value in (min(best * step, high), max(best / step, low)):
+                if all(abs(math.log(value / x)) > 1e-6 for x in tried):
+                    return {path: value}
+        return None
+
+    def ask(self, step: str, cfg: TrainConfig, val: Validation) -> tuple[Any, dict[str, Any], np.ndarray | None]:
+        """An Optuna trial for `step`, its settings, and the catalogue to fit on (None: all items)."""
+        if step == "proxy":
+            if self.proxy is None:
+                self.proxy = self.new_study()
+                self.proxy.enqueue_trial(self.start, skip_if_exists=True)
+            elif (step_to := self.line_step(cfg)) is not None:
+                self.proxy.enqueue_trial(step_to)
+            trial = self.proxy.ask()
+            return trial, _suggest(trial, cfg, val, self.family), self.items
+        if step == "promote":
+            best = self.candidate()
+            assert best is not None
+            self.full.enqueue_trial(self.asked[best.number])
+            self.promotions += 1
+        elif not any(t.proxy_items is None for t in self.trials):
+            self.full.enqueue_trial(self.start, skip_if_exists=True)
+        trial = self.full.ask()
+        return trial, _suggest(trial, cfg, val, self.family), None
+
+    def record(self, done: Trial, trial: Any) -> None:
+        """Keep a finished trial (and a proxy's Optuna parameters, should it be promoted). A family
+        with nothing to search (all pinned) needs no proxies, and is done after one full trial."""
+        self.trials.append(done)
+        if done.proxy_items is not None:
+            self.asked[done.number] = dict(trial.params)
+        if done.value is not None and not trial.distributions:
+            if done.proxy_items is None:
+                self.exhausted = True
+            else:
+                self.items = None
+
+
 def tune_known(val: Validation, finals: Validation, cfg: TrainConfig, budget_seconds: float,
                progress: bool = True) -> KnownTuning:
     """Search families and settings on `val`, then pick among each family's best on `finals` too;
@@ -263,7 +486,8 @@ def tune_known(val: Validation, finals: Validation, cfg: TrainConfig, budget_sec
 
     Each family has its own TPE study (one TPE over all families settles on the first family that
     does well and starves the rest); the next trial goes to the family that has used the least time,
-    so families share the budget evenly until weak ones are dropped. The best of hundreds of trials
+    so families share the budget evenly until weak ones are dropped, and an expensive family searches
+    on a proxy catalogue first (`FamilySearch.plan`). The best of hundreds of trials
     is flattered by the split it was chosen on (on data with nothing but popularity in it, the best of
     ~300 trials scored 1.7% above popularity, z = 1.7), so each family's best is refitted on a second
     split (`finals`, other held-out pairs): the winner has the best mean of both, and must beat
@@ -275,39 +499,50 @@ def tune_known(val: Validation, finals: Validation, cfg: TrainConfig, budget_sec
     deadline = started + budget_seconds * (1 - FINALS_SHARE)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     families = candidate_families(cfg, len(val.items))
+    share = (deadline - started) / max(len(families), 1)
+    n_items = len(val.items)
     pop_half_life, _ = _best_popularity_half_life(val, cfg)
     popularity = val.popularity_ndcg(pop_half_life if val.cut is not None else 0.0)
     every = max(1, cfg.als.iterations // 3)
-    studies = {}
+    searches: dict[str, FamilySearch] = {}
     for i, family in enumerate(families):
-        sampler = optuna.samplers.TPESampler(seed=cfg.tuning.seed + i, multivariate=True, n_startup_trials=5)
-        pruner = optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=every)
-        studies[family] = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
-        studies[family].enqueue_trial(_starting_point(cfg, family, val), skip_if_exists=True)
+        def new_study(seed: int = cfg.tuning.seed + i) -> Any:
+            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5)
+            pruner = optuna.pruners.PercentilePruner(75.0, n_startup_trials=5, n_warmup_steps=every)
+            return optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+        searches[family] = FamilySearch(family, _starting_point(cfg, family, val), proxy_catalogue(val, family),
+                                        new_study)
     spent = {f: 0.0 for f in families}
+    if "ease" in families and budget_seconds > 0:  # XᵀX, which all EASE trials read: EASE's time
+        t0 = time.perf_counter()
+        val.gram()
+        spent["ease"] += time.perf_counter() - t0
     alive = list(families)
     trials: list[Trial] = []
     bar = tqdm(desc=f"tuning ({budget_seconds:.0f} s)", unit="trial", disable=not progress, leave=False)
     while alive and len(trials) < cfg.tuning.max_trials and time.perf_counter() < deadline:
-        family = min(alive, key=lambda f: spent[f])
-        study = studies[family]
-        trial = study.ask()
+        plans = {f: searches[f].plan(cfg, n_items, share, deadline - time.perf_counter()) for f in alive}
+        ready = [f for f in alive if plans[f] is not None]
+        if not ready:
+            break
+        family = min(ready, key=lambda f: spent[f])
+        search = searches[family]
+        trial, params, items = search.ask(str(plans[family]), cfg, val)
+        study = search.full if items is None else search.proxy
         t0 = time.perf_counter()
-        params = _suggest(trial, cfg, val, family)
 
-        def on_sweep(sweep: int, model: Recommender, trial: optuna.Trial = trial) -> None:
+        def on_sweep(sweep: int, model: Recommender, trial: optuna.Trial = trial,
+                     full: bool = items is None) -> None:
             if time.perf_counter() > deadline:
                 raise optuna.TrialPruned("time budget spent")
-            if sweep % every == 0 and sweep < cfg.als.iterations:
+            if full and sweep % every == 0 and sweep < cfg.als.iterations:
                 trial.report(val.ndcg(lambda rows: model.user_scores(rows)), sweep)
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
-        state, value = "complete", None
+        state, value = "complete" if items is None else "proxy", None
         try:
-            model, conf = fit_trial(val, cfg, family, params, on_sweep if family == "als" else None)
-            value = val.ndcg(lambda rows: model.user_scores(rows, conf))
-            value = value if math.isfinite(value) else 0.0
+            value, params = run_trial(val, cfg, family, params, on_sweep if family == "als" else None, items)
             study.tell(trial, value)
         except optuna.TrialPruned:
             state = "pruned"
@@ -318,14 +553,16 @@ def tune_known(val: Validation, finals: Validation, cfg: TrainConfig, budget_sec
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         seconds = time.perf_counter() - t0
         spent[family] += seconds
-        trials.append(Trial(len(trials), family, params, value, round(seconds, 2), state))
+        trials.append(Trial(len(trials), family, params, value, round(seconds, 2), state,
+                            None if items is None else len(items)))
+        search.record(trials[-1], trial)
         alive = _still_in_race(alive, trials)
         bar.update(1)
-        best = max((t for t in trials if t.value is not None), key=lambda t: t.value, default=None)
+        best = max((t for t in trials if t.state == "complete"), key=lambda t: t.value, default=None)
         if best is not None:
             bar.set_postfix_str(f"best {best.family} NDCG@{val.k} {best.value:.4f} (popularity {popularity:.4f})")
     bar.close()
-    completed = [t for t in trials if t.value is not None]
+    completed = [t for t in trials if t.state == "complete"]
     common = dict(popularity=popularity, popularity_half_life_days=pop_half_life, trials=trials,
                   budget_seconds=round(budget_seconds, 1), n_users=len(val.rows), k=val.k)
     if not completed:
@@ -375,14 +612,22 @@ def _finals(finals: Validation, cfg: TrainConfig, completed: list[Trial],
 
 
 def _still_in_race(alive: list[str], trials: list[Trial]) -> list[str]:
-    """Drop families far behind the leader once every family has had its share of trials."""
+    """Drop families far behind the leader once every family has had its share of trials (proxy
+    trials count as trials, only full ones as results; a family still on proxies alone stays)."""
     if len(alive) <= KEEP_AT_LEAST or min(sum(t.family == f for t in trials) for f in alive) \
             < MIN_TRIALS_BEFORE_ELIMINATION:
         return alive
-    best = {f: max((t.value for t in trials if t.family == f and t.value is not None), default=0.0) for f in alive}
-    ranked = sorted(alive, key=lambda f: -best[f])
-    leader = best[ranked[0]]
-    return [f for i, f in enumerate(ranked) if i < KEEP_AT_LEAST or best[f] >= ELIMINATE_BELOW * leader]
+
+    def best_of(family: str) -> float | None:
+        mine = [t for t in trials if t.family == family]
+        full = [t.value for t in mine if t.state == "complete"]
+        return max(full) if full else (None if any(t.proxy_items for t in mine) else 0.0)
+
+    best = {f: best_of(f) for f in alive}
+    ranked = sorted(alive, key=lambda f: -best[f] if best[f] is not None else math.inf)
+    leader = best[ranked[0]] or 0.0
+    return [f for i, f in enumerate(ranked)
+            if i < KEEP_AT_LEAST or best[f] is None or best[f] >= ELIMINATE_BELOW * leader]
 
 
 def _untuned_family(cfg: TrainConfig) -> str:

@@ -172,6 +172,14 @@ class ItemItemModel(Recommender):
             raise ValueError(f"unknown item-item model {kind!r}")
         return cls(kind, ids, vals, binary=kind != "itemknn", fitted_params=dict(params))
 
+    def keep(self, k: int) -> "ItemItemModel":
+        """The same model with only each item's `k` strongest weights (they are stored strongest
+        first): what fitting with `neighbours = k` gives, without refitting (tuning scores one
+        EASE solve at several k this way)."""
+        k = max(1, min(int(k), self.neighbours.shape[1]))
+        return ItemItemModel(self.kind, self.neighbours[:, :k], self.weights[:, :k], self.binary,
+                             {**self.fitted_params, "neighbours": k})
+
     @property
     def family(self) -> str:
         return self.kind

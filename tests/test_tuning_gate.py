@@ -113,7 +113,7 @@ def test_too_few_users_skip_tuning_and_train_the_defaults(tmp_path, capsys):
     status = main(["train", "--data", str(data), "--out", str(tmp_path / "art"), "--app", "tiny", "--no-eval"])
     err = capsys.readouterr().err
     assert status == 0
-    assert "tuning skipped: known-user model: only" in err and "tuning.min_validation_users" in err
+    assert "tuning: known-user model: only" in err and "tuning.min_validation_users" in err
     manifest = bundle.open_current(tmp_path / "art", "tiny").manifest
     assert manifest["config"]["model"]["family"] == "als"
 
