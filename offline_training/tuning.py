@@ -583,7 +583,28 @@ def tune_known(val: Validation, finals: Validation, cfg: TrainConfig, budget_sec
             f"second split NDCG@{val.k} {versus.model:.4f} vs popularity {versus.popularity:.4f}, gain "
             f"{versus.gain:+.4f} ± {versus.stderr:.4f}, not significant among {len(finalists)} finalists): known "
             "users get popularity"), **common)
+    earlier = _loses_on_earlier_cuts(val, cfg, best, pop_half_life)
+    if earlier:
+        return KnownTuning("popularity", {}, popularity, note=(
+            f"{best.family} beat popularity on the latest validation window but not across the earlier cuts "
+            f"({earlier}): known users get popularity"), **common)
     return KnownTuning(best.family, dict(best.params), best.value, per_user=per_user[winner.trial], **common)
+
+
+def _loses_on_earlier_cuts(val: Validation, cfg: TrainConfig, best: Trial, pop_half_life: float) -> str:
+    """On a split in time, the winner refitted at the earlier cuts the popularity half-life was judged
+    on (`Validation.popularity_backtest`): "" if its mean NDCG over those and the latest window beats
+    popularity's, else the figures. One window can flatter a model (Ta-Feng's January, the Lunar New
+    Year, made item kNN look better than best sellers; February disagreed)."""
+    earlier = val.earlier_origins()
+    if not earlier:
+        return ""
+    model = [best.value or 0.0] + [float(np.mean(score_config(v, cfg, best.family, best.params))) for v in earlier]
+    popular = [val.popularity_ndcg(pop_half_life)] + [v.popularity_ndcg(pop_half_life) for v in earlier]
+    if np.mean(model) > np.mean(popular):
+        return ""
+    return (f"NDCG@{val.k} per cut, newest first: {best.family} " + " / ".join(f"{m:.4f}" for m in model)
+            + ", popularity " + " / ".join(f"{p:.4f}" for p in popular))
 
 
 def _finals(finals: Validation, cfg: TrainConfig, completed: list[Trial],

@@ -151,8 +151,13 @@ class Validation:
         """Mean NDCG@k of (decayed) popularity over this split and, on time, up to `BACKTEST_ORIGINS` − 1
         earlier ones (each cut a window before the last): one window can be a holiday or a campaign
         whose best half-life fails the next month, and choosing a trend costs nothing to check again."""
+        return float(np.mean([v.popularity_ndcg(half_life_days) for v in (self, *self.earlier_origins())]))
+
+    def earlier_origins(self) -> list["Validation"]:
+        """On time, up to `BACKTEST_ORIGINS` − 1 earlier splits, each cut a window before the last (built
+        once); [] for random splits or where time or users run out."""
         if self.cut is None:
-            return self.popularity_ndcg(half_life_days)
+            return []
         if self._earlier is None:
             self._earlier = []
             train = self.train
@@ -164,7 +169,7 @@ class Validation:
                     break
                 self._earlier.append(earlier)
                 train = earlier.train
-        return float(np.mean([v.popularity_ndcg(half_life_days) for v in (self, *self._earlier)]))
+        return self._earlier
 
 
 def carve_validation(items: pd.DataFrame, frame: pd.DataFrame, cfg: TrainConfig,
