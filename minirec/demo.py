@@ -46,7 +46,7 @@ def run_demo(workdir: Path, users: int, items: int, events: int, port: int = 800
     from recsys import bundle
     from recsys.config import TrainConfig, config_from_dict
     from recsys.models import TrainedModels
-    from recsys.recommend import home_feed, related_shelf
+    from recsys.recommend import buy_again_shelf, home_feed, related_shelf
     from recsys.rules import DEFAULTS
     from recsys.served import ServedModels
 
@@ -81,6 +81,8 @@ def run_demo(workdir: Path, users: int, items: int, events: int, port: int = 800
     state = user_states(data, [known_user])[0]
     page = home_feed(served, known_user, state, DEFAULTS["home"], n=8)
     _show(f"home feed for user {known_user}", page.items, page.strategy)
+    again = buy_again_shelf(served, known_user, state, DEFAULTS["buy-again"], n=5)
+    _show(f"buy again for user {known_user}", again.items, again.strategy)
     newcomers = data.platform_profiles[~data.platform_profiles["user_id"].isin(models.users.index)]
     if len(newcomers):
         newcomer = str(newcomers.iloc[0]["user_id"])
@@ -108,6 +110,7 @@ def run_demo(workdir: Path, users: int, items: int, events: int, port: int = 800
   simulated users: minirec simulate --base {base} --app {APP} --api-key {api_key} --data {data_dir} --json sim.json
   curl -H 'X-API-Key: {api_key}' '{base}/v1/apps/demo/recommend/home?user_id={known_user}&n=5'
   curl -H 'X-API-Key: {api_key}' '{base}/v1/apps/demo/recommend/related/{anchor}?n=5'
+  curl -H 'X-API-Key: {api_key}' '{base}/v1/apps/demo/recommend/buy-again?user_id={known_user}&n=5'
   curl -H 'X-API-Key: {api_key}' -H 'Content-Type: application/json' -X POST {base}/v1/apps/demo/events \\
        -d '{{"events": [{{"event_id": "e1", "user_id": "{known_user}", "type": "purchase", "item_id": "{anchor}"}}]}}'
   admin key (GET {base}/v1/admin/models): {admin_key}

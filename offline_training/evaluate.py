@@ -52,6 +52,9 @@ from recsys.topk import blocked_top_k
 from recsys.user_state import UserState
 
 WARM_PROTOCOLS = ("stratified", "last-out", "fold-in")
+#: Share of the known users' tuning budget kept, on time, for the repeat-purchase grid and the check of
+#: the winner on earlier cuts (both run after the model search).
+REPEAT_SHARE = 0.15
 BASELINE_NAMES = {
     "stratified": "global popularity",
     "last-out": "global popularity",
@@ -212,8 +215,10 @@ def tune(data: AppData, frame: pd.DataFrame, cfg: TrainConfig, *, warm: bool = T
             val = carve_validation(data.items, frame, cfg, protocol)
             finals = carve_validation(data.items, frame, cfg, protocol, second=True)
             outcome.validation = finals
-            outcome.known = tune_known(val, finals, cfg, budget - cold_budget if cold and has_profiles else budget,
-                                       progress)
+            warm_budget = budget - cold_budget if cold and has_profiles else budget
+            if protocol == "temporal":  # the repeat grid and the earlier cuts' check come out of the same budget
+                warm_budget *= 1 - REPEAT_SHARE
+            outcome.known = tune_known(val, finals, cfg, warm_budget, progress)
             cfg = apply_known(cfg, outcome.known)
             if protocol == "temporal":
                 outcome.repeat = tune_repeat(val, finals, cfg, served_scores(val, cfg), served_scores(finals, cfg))

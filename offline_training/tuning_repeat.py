@@ -26,7 +26,7 @@ from offline_training.metrics import ndcg_per_user
 from offline_training.validation import Comparison, Validation
 from recsys.config import RepeatConfig, TrainConfig
 from recsys.models import zscore
-from recsys.repeat import RepeatModel, repeat_scores
+from recsys.repeat import MIN_REPEAT_GAP_S, RepeatModel, repeat_scores
 
 #: Recency half-lives tried, as fractions of the training span (0 = none).
 HALF_LIFE_FRACTIONS = (0.0, 0.03, 0.1, 0.3, 1.0)
@@ -91,7 +91,9 @@ def candidate_table(val: Validation, repeat: RepeatModel, scores: Callable[[np.n
 def rank_mixed(c: Candidates, settings: RepeatConfig, now: float, k: int) -> np.ndarray:
     """[users, k] catalog indices of the home feed with repurchases mixed in by `settings`."""
     s = np.where(c.past, repeat_scores(c.count, c.last_ts, c.cycle, now, settings), 0.0)
-    total = c.base + settings.mix_weight * s if settings.mix_weight > 0 else np.where(c.past, -np.inf, c.base)
+    mixed = c.past & (now - c.last_ts >= MIN_REPEAT_GAP_S)  # as serving: bought today is not rebought yet
+    total = c.base + settings.mix_weight * s if settings.mix_weight > 0 else c.base
+    total = np.where(c.past & ~(mixed & (settings.mix_weight > 0)), -np.inf, total)
     total = np.where(c.items >= 0, total, -np.inf)
     order = np.argsort(-total, axis=1, kind="stable")[:, :k]
     picked = np.take_along_axis(c.items, order, axis=1)

@@ -35,6 +35,7 @@ from recsys.user_state import UserState
 from recsys.models import zscore
 from recsys.profiles import MERCHANT_NS, profile_keys
 from recsys.catalog import NewItems, ServingCatalog
+from recsys.repeat import MIN_REPEAT_GAP_S
 from recsys.rules import SceneRules
 from recsys.served import ServedModels
 
@@ -90,10 +91,11 @@ def _recent_items(app: ServedModels, state: UserState | None) -> tuple[np.ndarra
     return np.array(idx, dtype=np.int64), np.array(conf, dtype=np.float64), seen
 
 
-def past_purchases(app: ServedModels, user_id: str | None, state: UserState | None
+def past_purchases(app: ServedModels, user_id: str | None, state: UserState | None, min_gap_s: float = 0.0
                    ) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
     """(item indices, repeat scores, purchase counts) of the user's own past purchases: training's and
-    those among their live events since, scored at the request's time (`state.now`, or the clock)."""
+    those among their live events since, scored at the request's time (`state.now`, or the clock);
+    `min_gap_s` leaves out those bought more recently than that."""
     repeat = app.models.repeat
     if repeat is None or not user_id:
         return np.zeros(0, dtype=np.int64), np.zeros(0), {}
@@ -102,6 +104,9 @@ def past_purchases(app: ServedModels, user_id: str | None, state: UserState | No
     if not len(idx):
         return idx, np.zeros(0), {}
     now = state.now if state is not None and state.now is not None else time.time()
+    if min_gap_s > 0:
+        keep = now - last >= min_gap_s
+        idx, count, last = idx[keep], count[keep], last[keep]
     return idx, repeat.scores(idx, count, last, now), dict(zip(idx.tolist(), count.astype(int).tolist()))
 
 
@@ -110,7 +115,7 @@ def _mix_repeats(app: ServedModels, user_id: str | None, state: UserState | None
     repeat = app.models.repeat
     if repeat is None or repeat.settings.mix_weight <= 0:
         return scored
-    idx, scores, counts = past_purchases(app, user_id, state)
+    idx, scores, counts = past_purchases(app, user_id, state, min_gap_s=MIN_REPEAT_GAP_S)
     if not len(idx):
         return scored
     mixed = np.array(scored.catalog, dtype=np.float64)

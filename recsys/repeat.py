@@ -32,6 +32,9 @@ from recsys.matrix import SECONDS_PER_DAY, IdMap
 CYCLE_SHRINKAGE = 3.0
 #: Events counted as purchases.
 PURCHASE = "purchase"
+#: A repeat is a purchase on a later day (as the statistics count them), so an item bought less than
+#: this long ago is not a repurchase candidate of the home feed yet: it leaves the feed like any purchase.
+MIN_REPEAT_GAP_S = SECONDS_PER_DAY
 
 
 @dataclass
