@@ -342,7 +342,7 @@ def _run_temporal(data: AppData, cfg: TrainConfig, k: int, seed: int, progress: 
         return pipeline_recs(served, user_ids, states, k, progress, rules)
 
     groups = temporal_groups(data, models, served, split.train, split.test, cut, cfg, k, cfg.evaluate.max_users,
-                             seed, ranks, states_of, progress)
+                             seed, ranks, states_of)
     if not groups:
         raise ValueError("the temporal protocol found no user to test after the cut")
     main = groups.get("known, all items") or next(iter(groups.values()))

@@ -16,6 +16,7 @@ baselines computed in the same run on the same users:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,13 @@ import scipy.sparse as sp
 
 from offline_training.datafolder import AppData
 from offline_training.metrics import ranking_metrics
+from recsys.config import TrainConfig
 from recsys.matrix import SECONDS_PER_DAY
 from recsys.models import TrainedModels
-from recsys.rules import EVALUATION_RULES
+from recsys.rules import EVALUATION_RULES, SceneRules
 from recsys.served import ServedModels
 from recsys.topk import shared_top_k
+from recsys.user_state import UserState
 
 #: The home feed's rules for the all-items group: purchases kept or excluded as the bundle decides.
 HOME_RULES = dataclasses.replace(EVALUATION_RULES, exclude_purchased=None)
@@ -93,9 +96,13 @@ def _segment_best_sellers(data: AppData, frame: pd.DataFrame, positive: np.ndarr
     return recs
 
 
+#: Ranks users through the serving pipeline: (served, user ids, their states, k, rules) → [users, k].
+Ranker = Callable[[ServedModels, list[str], list[UserState], int, SceneRules], np.ndarray]
+
+
 def temporal_groups(data: AppData, models: TrainedModels, served: ServedModels, train: pd.DataFrame,
-                    test: pd.DataFrame, cut: float, cfg: Any, k: int, max_users: int, seed: int,
-                    ranks: Any, states_of: Any, progress: bool) -> dict[str, Any]:
+                    test: pd.DataFrame, cut: float, cfg: TrainConfig, k: int, max_users: int, seed: int,
+                    ranks: Ranker, states_of: Callable[[list[str]], list[UserState]]) -> dict[str, Any]:
     """The three groups of the module docstring: per group its users and, per ranking, its metrics.
 
     `ranks(served, user_ids, states, k, rules)` ranks through the serving pipeline; `states_of(user_ids)`

@@ -131,7 +131,8 @@ def fit_models(data: AppData, cfg: TrainConfig, interactions: pd.DataFrame | Non
 
     stage("profile kernel")
     cold = cfg.coldstart
-    kernel = ProfileKernel.fit(keys, users, kernel_interactions(frame, cfg, users, items), kernel_fields(keys, cold.fields),
+    fields = kernel_fields(keys, cold.fields) if cold.segments else []  # no fields: one segment, everyone
+    kernel = ProfileKernel.fit(keys, users, kernel_interactions(frame, cfg, users, items), fields,
                                cold.field_weights, cold.power, cold.bandwidth_scale, binary=False)
     bar.update()
 

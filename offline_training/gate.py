@@ -21,6 +21,7 @@ import numpy as np
 
 from offline_training.fit import known_family
 from offline_training.tuning import KnownTuning, config_params, score_config
+from offline_training.tuning_repeat import RepeatTuning
 from offline_training.validation import Z_ONE_SIDED_95, Comparison, Validation
 from recsys import bundle
 from recsys.config import TrainConfig, config_from_dict
@@ -41,7 +42,7 @@ class GateResult:
 
 
 def check_gate(val: Validation | None, cfg: TrainConfig, artifacts: str | os.PathLike, app: str,
-               tuned: KnownTuning | None = None, repeat: Any = None) -> GateResult:
+               tuned: KnownTuning | None = None, repeat: RepeatTuning | None = None) -> GateResult:
     """Judge the config `cfg` trains against popularity and the published bundle on `val`; on a split
     in time also the home feed (repurchases mixed in) against "buy again" and best sellers (`repeat`,
     a `RepeatTuning`)."""

@@ -48,7 +48,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -58,6 +58,9 @@ from recsys.config import ALSConfig, TrainConfig
 from recsys.item_models import ItemItemModel, ease_fits
 from recsys.known import FAMILIES, fit_known
 from recsys.recommender import Recommender
+
+if TYPE_CHECKING:  # tuning_repeat imports validation, like this module; only the annotation is needed
+    from offline_training.tuning_repeat import RepeatTuning
 
 #: Fractions of the data's time span tried as the popularity half-life (0 = no decay).
 POPULARITY_HALF_LIFE_FRACTIONS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -677,8 +680,8 @@ class TuningOutcome:
     validation: Validation | None = field(default=None, repr=False)
     #: How validation held answers out: "temporal" (the merchant's future), "stratified" or "last-out".
     protocol: str | None = None
-    #: Repeat purchases (temporal validation only): `offline_training.tuning_repeat.RepeatTuning`.
-    repeat: Any = None
+    #: Repeat purchases (temporal validation only).
+    repeat: "RepeatTuning | None" = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"protocol": self.protocol, "known": self.known.to_dict() if self.known else None, "cold": self.cold,

@@ -5,9 +5,11 @@ A first-time visitor is ranked by z(LightFM hybrid) · w + z(profile-neighbour p
 carry: interests (the synthetic mall) favour the hybrid, demographics alone (MovieLens) the kernel.
 So seeded, disjoint shares of the training users are held out entirely (up to `tuning.cold_folds`
 folds, as time allows: a few hundred users per fold make a noisy judge), the hybrid is fitted once
-per fold on the rest, and Optuna searches w, the kernel's fields (each single-valued profile field
-in or out), its sharpness and bandwidth, scoring the mean NDCG@k over the folds of the held-out
-users' items from their profiles alone. Values set in the config file are pinned.
+per fold on the rest, and Optuna searches w, whether the kernel uses profile segments at all (without,
+it is the trend-weighted best sellers: segments are worse where they are sparse), its fields (each
+single-valued profile field in or out), its sharpness and bandwidth, scoring the mean NDCG@k over the
+folds of the held-out users' items from their profiles alone. On time, the held-out users are those
+who first came after the cut. Values set in the config file are pinned.
 """
 
 from __future__ import annotations
@@ -136,6 +138,8 @@ def tune_cold(data: AppData, frame: pd.DataFrame, cfg: TrainConfig, budget_secon
             "coldstart.bandwidth_scale": pick("coldstart.bandwidth_scale",
                                               lambda n: trial.suggest_float(n, 0.25, 2.0, log=True)),
         }
+        chosen["coldstart.segments"] = pick("coldstart.segments",
+                                            lambda n: trial.suggest_categorical(n, [True, False]))
         if "coldstart.fields" in cfg.pinned:
             chosen["coldstart.fields"] = list(cold.fields)
         else:
@@ -146,7 +150,7 @@ def tune_cold(data: AppData, frame: pd.DataFrame, cfg: TrainConfig, budget_secon
     def score(chosen: dict[str, Any]) -> float:
         """Mean NDCG@k over the folds of the blend `TrainedModels.profile_user_scores` computes."""
         w = chosen["coldstart.hybrid_weight"]
-        fields = chosen["coldstart.fields"] or candidates
+        fields = (chosen["coldstart.fields"] or candidates) if chosen["coldstart.segments"] else []
         values = []
         for i, fold in enumerate(folds):
             key = (i, tuple(fields), chosen["coldstart.bandwidth_scale"])
@@ -179,11 +183,12 @@ def tune_cold(data: AppData, frame: pd.DataFrame, cfg: TrainConfig, budget_secon
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=tcfg.seed))
     start = {"coldstart.hybrid_weight": cold.hybrid_weight, "coldstart.power": cold.power,
-             "coldstart.bandwidth_scale": cold.bandwidth_scale}
+             "coldstart.bandwidth_scale": cold.bandwidth_scale, "coldstart.segments": cold.segments}
     start.update({f"field {f}": (not cold.fields or f in cold.fields) for f in candidates})
     study.enqueue_trial(start)
     for w in (0.0, 0.5):  # the two ends of the blend's usual range, so neither side is missed
         study.enqueue_trial({**start, "coldstart.hybrid_weight": w})
+    study.enqueue_trial({**start, "coldstart.hybrid_weight": 0.0, "coldstart.segments": False})  # best sellers
     remaining = budget_seconds - (time.perf_counter() - started)
     with tqdm(desc="tuning first visits", unit="trial", disable=not progress, leave=False) as bar:
         study.optimize(objective, n_trials=tcfg.max_trials, timeout=max(remaining, 1.0))

@@ -141,6 +141,9 @@ class ColdStartConfig:
                                     "demographics alone the kernel.")
     fields: list[str] = doc([], "Profile fields of the neighbour kernel (e.g. p.age_band); [] = every "
                                 "single-valued field. Tuned unless pinned.")
+    segments: bool = doc(True, "Profile-neighbour popularity (true) or plain, trend-weighted best sellers (false) "
+                               "beside the hybrid: segments help only where they beat the global list (on sparse "
+                               "segments they are worse). Tuned unless pinned.")
     field_weights: dict[str, float] = doc({}, "Match weight w_f of categorical fields (default 1.0).")
     power: float = doc(1.5, "Sharpness p of the neighbour weights.")
     bandwidth_scale: float = doc(0.75, "Bandwidth of numeric fields (age bands, tiers) in standard deviations.")

@@ -184,3 +184,22 @@ def test_a_merchants_rule_still_excludes_purchases(mixed_shop: Path, tmp_path: P
     with TestClient(create_app(server_config(mixed_shop, tmp_path, None, scenes))) as c:
         home = c.get("/v1/apps/shop/recommend/home", params={"user_id": user, "n": 50}, headers=H).json()
         assert not bought & {i["item_id"] for i in home["items"]}
+
+
+def test_first_visits_without_segments_get_the_trend_weighted_best_sellers(tmp_path: Path) -> None:
+    from offline_training.fit import fit_models
+    from offline_training.synth import generate_mall
+
+    generate_mall(tmp_path / "mall", users=400, items=120, events=12_000, seed=3, progress=False)
+    data = load_data_folder(tmp_path / "mall")
+    cfg = load_config(None)
+    cfg.coldstart.hybrid_weight, cfg.popularity.half_life_days = 0.0, 5.0
+    keys = [["p.age_band=18-24", "p.gender=F"], ["p.age_band=55+", "p.gender=M"]]
+    segmented = fit_models(data, cfg, progress=False, parts=frozenset())
+    assert not np.allclose(*[segmented.first_visit_scores(k) for k in keys])  # segments differ
+    cfg.coldstart.segments = False
+    plain = fit_models(data, cfg, progress=False, parts=frozenset())
+    a, b = (plain.first_visit_scores(k) for k in keys)
+    assert np.allclose(a, b)  # everyone gets the same list
+    engaged = plain.kernel.signature_items.toarray().ravel()
+    assert not np.allclose(engaged, np.round(engaged))  # engagements fade with the half-life: not plain counts
