@@ -38,6 +38,8 @@ def _show(title: str, items: list, strategy: str) -> None:
 def run_demo(workdir: Path, users: int, items: int, events: int, port: int = 8000,
              api_key: str = "demo-key-change-me", serve: bool = True) -> int:
     """Run the demo end to end in `workdir`; returns the exit status."""
+    import numpy as np
+
     from offline_training.datafolder import load_data_folder
     from offline_training.report import table
     from offline_training.synth import generate_mall
@@ -74,7 +76,8 @@ def run_demo(workdir: Path, users: int, items: int, events: int, port: int = 800
     models = TrainedModels.load(loaded)
     served = ServedModels.of(models, config_from_dict(loaded.manifest["config"]))
     data = load_data_folder(data_dir)
-    known_user = models.users.ids[0]
+    buyers = np.flatnonzero(np.diff(models.repeat.counts.indptr)) if models.repeat is not None else []
+    known_user = models.users.ids[int(buyers[0]) if len(buyers) else 0]  # one with purchases: buy again shows
     history = data.interactions[data.interactions["user_id"] == known_user]["item_id"].unique()[:5]
     print(f"\nuser {known_user} interacted with: "
           + ", ".join(models.catalog.set_index("item_id").loc[list(history), "title"]))
@@ -82,7 +85,7 @@ def run_demo(workdir: Path, users: int, items: int, events: int, port: int = 800
     page = home_feed(served, known_user, state, DEFAULTS["home"], n=8)
     _show(f"home feed for user {known_user}", page.items, page.strategy)
     again = buy_again_shelf(served, known_user, state, DEFAULTS["buy-again"], n=5)
-    _show(f"buy again for user {known_user}", again.items, again.strategy)
+    _show(f"buy again for user {known_user}", again.items, again.strategy + (f"; {again.note}" if again.note else ""))
     newcomers = data.platform_profiles[~data.platform_profiles["user_id"].isin(models.users.index)]
     if len(newcomers):
         newcomer = str(newcomers.iloc[0]["user_id"])
