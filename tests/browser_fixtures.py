@@ -97,11 +97,13 @@ def start_shop(root: Path, workdir: Path) -> Shop:
     return Shop(root, server, str(known), str(newcomer))
 
 
-def drive_traffic(shop: Shop, users: int = 80, hours: float = 36.0, seed: int = 3) -> int:
+def drive_traffic(shop: Shop, users: int = 160, hours: float = 36.0, seed: int = 3) -> int:
     """Simulated shoppers through the HTTP API: each opens the home feed, sees it (impressions with
     the response's request_id), clicks and sometimes buys items of their ground-truth interests, and
     some search. Event times are spread over the last `hours` so the dashboard's time series has a
-    shape. Returns the number of events accepted."""
+    shape. Enough users that the popularity variant, whose CTR is a few percent, still gets purchases
+    (with 80, it sometimes had none and two of its lifts were undefined). Returns the number of events
+    accepted."""
     rng = random.Random(seed)
     truth = pd.read_parquet(shop.root / "data" / "ground_truth.parquet").set_index("user_id")["interests"]
     pool = [u for u in truth.index if u not in (shop.known, shop.newcomer)]
