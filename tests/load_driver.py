@@ -82,7 +82,7 @@ class Load:
                 return response.status, json.loads(raw)
             except ValueError:
                 return response.status, None
-        except OSError:
+        except (OSError, http.client.HTTPException):  # refused, reset, or cut mid-body by a killed worker
             return None, None
         finally:
             conn.close()
