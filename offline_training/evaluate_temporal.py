@@ -28,6 +28,7 @@ from offline_training.metrics import ranking_metrics
 from recsys.config import TrainConfig
 from recsys.matrix import SECONDS_PER_DAY
 from recsys.models import TrainedModels
+from recsys.repeat import frequency_key
 from recsys.rules import EVALUATION_RULES, SceneRules
 from recsys.served import ServedModels
 from recsys.topk import shared_top_k
@@ -66,7 +67,7 @@ def _buy_again(models: TrainedModels, user_ids: list[str], k: int) -> np.ndarray
             continue
         if use_purchases:
             lo, hi = repeat.counts.indptr[user], repeat.counts.indptr[user + 1]
-            idx, key = repeat.counts.indices[lo:hi], repeat.counts.data[lo:hi] * 1e12 + repeat.last_ts.data[lo:hi] / 1e3
+            idx, key = repeat.counts.indices[lo:hi], frequency_key(repeat.counts.data[lo:hi], repeat.last_ts.data[lo:hi])
         else:
             idx, key = models.history(user)
         top = idx[np.argsort(-key, kind="stable")[:k]]

@@ -26,7 +26,7 @@ from offline_training.metrics import ndcg_per_user
 from offline_training.validation import Comparison, Validation
 from recsys.config import RepeatConfig, TrainConfig
 from recsys.models import zscore
-from recsys.repeat import MIN_REPEAT_GAP_S, RepeatModel, repeat_scores
+from recsys.repeat import MIN_REPEAT_GAP_S, RepeatModel, frequency_key, repeat_scores
 
 #: Recency half-lives tried, as fractions of the training span (0 = none).
 HALF_LIFE_FRACTIONS = (0.0, 0.03, 0.1, 0.3, 1.0)
@@ -102,7 +102,7 @@ def rank_mixed(c: Candidates, settings: RepeatConfig, now: float, k: int) -> np.
 
 def buy_again_ranks(c: Candidates, k: int) -> np.ndarray:
     """The "buy again" baseline: past purchases by count (ties: most recent), nothing else."""
-    key = np.where(c.past, c.count * 1e12 + c.last_ts / 1e3, -np.inf)
+    key = np.where(c.past, frequency_key(c.count, c.last_ts), -np.inf)
     order = np.argsort(-key, axis=1, kind="stable")[:, :k]
     return np.where(np.take_along_axis(key, order, axis=1) > -np.inf, np.take_along_axis(c.items, order, axis=1), -1)
 

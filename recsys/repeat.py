@@ -121,6 +121,11 @@ class RepeatModel:
                    RepeatConfig(**meta["settings"]), dict(meta["stats"]))
 
 
+def frequency_key(count: np.ndarray, last_ts: np.ndarray) -> np.ndarray:
+    """The plain "buy again" order: most purchases first, the most recent first on ties."""
+    return np.asarray(count, dtype=np.float64) * 1e12 + np.asarray(last_ts, dtype=np.float64) / 1e3
+
+
 def repeat_scores(count: np.ndarray, last_ts: np.ndarray, cycle_days: np.ndarray, now: float | np.ndarray,
                   settings: RepeatConfig) -> np.ndarray:
     """Vectorized s(i); arrays broadcast (offline tuning scores many users at once)."""
