@@ -12,7 +12,7 @@ import re
 import numpy as np
 from pypinyin import lazy_pinyin
 
-from search.tokenizer import Tokenizer
+from vocab.tokenizer import Tokenizer
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _ASCII_WORD = re.compile(r"[a-z]{5,}")

@@ -54,7 +54,7 @@ from offline_training.synth import generate_mall  # noqa: E402
 from recsys.item_features import catalog_tokenizer  # noqa: E402
 from search.bm25 import BM25Index  # noqa: E402
 from recsys.config import SearchConfig  # noqa: E402
-from search.tokenizer import Tokenizer, check_analysis  # noqa: E402
+from vocab.tokenizer import Tokenizer, check_analysis  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 K = 10

@@ -22,11 +22,10 @@ from features import keys
 from features.decay import DROP_BELOW, INCREMENT_SCRIPT, MAX_SKEW_S, REBASE_EXPONENT, decayed
 from recsys.schema import ITEMS
 from recsys.user_state import UserState
+from vocab.queries import MAX_QUERY_CHARS, RECENT_MAX, normalize_query
 
 #: A claim still pending after this many seconds belongs to a request that died before logging.
 PENDING_TAKEOVER_S = 10.0
-#: Recent events kept per user (the history that folds into their feed); evaluation keeps as many.
-RECENT_MAX = 50
 #: Event types the API accepts: the interaction types of the data contract (but `rating`) + search.
 EVENT_TYPES: tuple[str, ...] = ("impression", "view", "click", "favorite", "cart", "purchase", "search")
 #: Events that show interest in an item: they end its exposure fatigue and mark it clicked.
@@ -34,8 +33,6 @@ ENGAGED: frozenset[str] = frozenset({"view", "click", "favorite", "cart", "purch
 #: Popularity weight per event type (the training defaults; a search counts once for its query).
 DEFAULT_WEIGHTS: Mapping[str, float] = {"impression": 0.0, "view": 1.0, "click": 2.0, "favorite": 4.0,
                                         "cart": 6.0, "purchase": 10.0, "search": 1.0}
-#: Longest query kept for hot searches and the user's recent queries.
-MAX_QUERY_CHARS = 64
 
 _UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.ClusterError, rex.TryAgainError,
                 rex.ReadOnlyError, rex.SlotNotCoveredError)
@@ -128,10 +125,6 @@ def _recent_entries(raw: list[str]) -> list[tuple[str, str, float]]:
             entries.append((parts[0], parts[1], float(parts[2])))
     return entries
 
-
-def normalize_query(query: str) -> str:
-    """The form a query is counted under: whitespace collapsed, lower case, at most 64 characters."""
-    return " ".join(query.split()).lower()[:MAX_QUERY_CHARS]
 
 
 def _fmt_ts(ts: float) -> str:

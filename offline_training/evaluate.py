@@ -32,7 +32,7 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from features.store import RECENT_MAX
+from vocab.queries import RECENT_MAX
 from offline_training.datafolder import AppData
 from offline_training.evaluate_temporal import temporal_groups
 from offline_training.fit import fit_models, known_family, positive_mask

@@ -19,7 +19,7 @@ import numpy as np
 from recsys.schema import CATEGORY_SEP, ITEMS, LIST_SEP
 from recsys.item_features import catalog_tokenizer, category_levels, content_keys, content_matrix
 from recsys.models import TrainedModels
-from search.tokenizer import Tokenizer
+from vocab.tokenizer import Tokenizer
 
 
 def _as_bool(value: Any) -> bool:

@@ -363,7 +363,7 @@ def check_config(config: TrainConfig, where: str = "config") -> TrainConfig:
 
 def _search_problems(search: SearchConfig) -> list[str]:
     from search.item_index import FIELDS
-    from search.tokenizer import check_analysis
+    from vocab.tokenizer import check_analysis
 
     problems = []
     for name, table in (("search.analysis", search.analysis), ("search.field_weights", search.field_weights)):

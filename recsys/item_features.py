@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from recsys.schema import CATEGORY_SEP, LIST_SEP
 from recsys.matrix import IdMap
-from search.tokenizer import Tokenizer
+from vocab.tokenizer import Tokenizer
 
 
 def category_levels(path: str) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from features.store import normalize_query
+from vocab.queries import normalize_query
 from recsys.user_state import UserState
 from recsys.schema import CATEGORY_SEP, LIST_SEP
 from search.query_log import QueryStats

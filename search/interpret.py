@@ -43,7 +43,7 @@ from pypinyin import lazy_pinyin
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
-from search.tokenizer import Tokenizer, normalize
+from vocab.tokenizer import Tokenizer, normalize
 
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 # What the tokenizer sees as runs: Chinese characters, or other letters and digits.

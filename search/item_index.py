@@ -19,7 +19,7 @@ import pandas as pd
 from recsys.schema import CATEGORY_SEP, LIST_SEP
 from recsys.bundle import Bundle, BundleWriter
 from search.bm25 import ITEM_FIELD_WEIGHTS, BM25Index
-from search.tokenizer import WORDS, Tokenizer, check_analysis
+from vocab.tokenizer import WORDS, Tokenizer, check_analysis
 
 if TYPE_CHECKING:
     from recsys.config import SearchConfig

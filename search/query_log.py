@@ -10,7 +10,7 @@ Everything here is computed once per training from the data folder's optional `q
 - `terms`:     suggestion terms (popular queries, brands, category names, titles' leading words) with
   weight, top-level categories and their pinyin keys, computed here so serving only sorts them.
 
-Queries are counted in `features.store.normalize_query` form, the form live search events use.
+Queries are counted in `vocab.queries.normalize_query` form, the form live search events use.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from features.store import normalize_query
+from vocab.queries import normalize_query
 from recsys.schema import CATEGORY_SEP
 from search.suggest import pinyin_keys
 

@@ -38,7 +38,7 @@ from search.discovery import UserSignals
 from search.interpret import Reading
 from search.settings import SearchSettings
 from search.suggest import key_of
-from search.tokenizer import normalize
+from vocab.tokenizer import normalize
 from recsys.pipeline import Item, Scored, diverse_order, score_user
 from serving.registry import LoadedApp
 from serving.scenes import DEFAULTS, SceneRules

@@ -33,7 +33,7 @@ from search.item_index import LEGACY_ANALYSIS, QUERIES_NAME, item_fields, load_i
 from search.query_log import QueryStats
 from search.settings import SearchSettings, SettingsFile
 from search.suggest import SuggestIndex, key_of
-from search.tokenizer import Tokenizer, normalize
+from vocab.tokenizer import Tokenizer, normalize
 from recsys.catalog import ServingCatalog, audience_allows
 
 TEXT_FIELDS = ("title", "brand", "category", "tags")

@@ -15,7 +15,8 @@ from redis.crc import key_slot
 from features import keys
 from features.decay import reference_decayed
 from features.redis_conn import RedisHandle, open_redis, redact_url
-from features.store import EventRecord, FeatureStore, StoreUnavailable, normalize_query
+from features.store import EventRecord, FeatureStore, StoreUnavailable
+from vocab.queries import normalize_query
 
 T0 = 1_800_000_000.0  # a fixed "now" for tests that inject time
 DAY = 86400.0

@@ -13,7 +13,7 @@ from offline_training.synth import generate_mall
 from recsys.bundle import BundleWriter, verify
 from recsys.item_features import catalog_tokenizer
 from search.bm25 import BM25Index
-from search.tokenizer import Tokenizer
+from vocab.tokenizer import Tokenizer
 
 
 def _zipf_corpus(seed: int, n_docs: int, vocab: int = 300) -> tuple[list[list[str]], np.ndarray, list[str]]:

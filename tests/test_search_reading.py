@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from recsys.config import ConfigError, load_config
 from search.interpret import QueryReader, ascii_words, max_edits
 from search.item_index import build_item_index, catalog_words, query_analysis, resolve_analysis
-from search.tokenizer import Tokenizer, check_analysis
+from vocab.tokenizer import Tokenizer, check_analysis
 from serving.app import create_app
 from tests.redis_fixtures import EXTERNAL_URL
 from tests.serving_fixtures import APP_KEY, build_app, server_config
