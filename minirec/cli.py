@@ -278,7 +278,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
               "tafeng": importers.import_tafeng}[args.source]
         _print_json(fn(args.path, args.out, overwrite=args.overwrite))
     elif args.data_command == "export-events":
-        from features.eventlog import export_events
+        from offline_training.export import export_events
         result = export_events(args.log, args.app, args.out, since=args.since, base=args.base,
                                platform_dir=args.platform, overwrite=args.overwrite, stream=args.stream)
         _print_json({k: str(v) if isinstance(v, Path) else v for k, v in vars(result).items()})

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.eventlog import export_events
+from offline_training.export import export_events
 from features.eventstream import JetStreamLog, delete_stream, iter_stream_events
 from tests.server_process import ServerProcess
 from tests.serving_fixtures import APP_KEY, build_app, server_config

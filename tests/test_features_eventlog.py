@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.eventlog import EventLog, ReadStats, TornLineWarning, export_events, iter_events
+from features.eventlog import EventLog, ReadStats, TornLineWarning, iter_events
 from offline_training.datafolder import load_data_folder
+from offline_training.export import export_events
 from tests.factories import write_csv_folder
 
 REPO = Path(__file__).resolve().parents[1]

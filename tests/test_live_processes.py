@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import redis
 
-from features.eventlog import export_events
+from offline_training.export import export_events
 from tests.serving_fixtures import APP_KEY, build_app, server_config
 from tests.server_process import ServerProcess
 
