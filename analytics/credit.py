@@ -2,7 +2,7 @@
 
 The log (`features/eventlog.py`) is read as written: JSON lines, one file per UTC day of receipt,
 torn lines skipped, the first of each event_id kept (as the export does). The request_id names the
-scene, the search outcome and the variant (`serving/experiments.py`); an outcome event without one
+scene, the search outcome and the variant (`vocab/experiments.py`); an outcome event without one
 gets the latest earlier touch of the same user on the same item within the credit window (last touch).
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 
 from features.keys import check_app
-from serving.experiments import REQUEST_SCENES
+from vocab.experiments import REQUEST_SCENES
 
 #: Outcomes credited by last touch when they come without a request_id.
 OUTCOMES = ("click", "favorite", "cart", "purchase")

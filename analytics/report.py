@@ -16,7 +16,7 @@ import numpy as np
 from analytics.credit import DEFAULT_WINDOW_HOURS, credited_events, log_files
 from analytics.stats import Estimate, lift_dict, ratio
 from features.eventstream import is_stream_url, iter_stream_events
-from serving.experiments import Experiment
+from vocab.experiments import Experiment
 
 #: Metrics of a scene × variant cell, each (numerator, denominator or None for a per-user mean).
 METRICS: dict[str, tuple[str, str | None]] = {

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from analytics.stats import lift, lift_dict, ratio
-from serving.experiments import bucket
+from vocab.experiments import bucket
 
 
 def _users(rng: np.random.Generator, n: int, ctr_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
