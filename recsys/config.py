@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vocab.fields import FIELDS
+
 
 #: Offline evaluation protocols (offline_training/splits.py implements them).
 PROTOCOLS = ("temporal", "stratified", "last-out", "cold-users", "cold-items", "fold-in")
@@ -362,8 +364,7 @@ def check_config(config: TrainConfig, where: str = "config") -> TrainConfig:
 
 
 def _search_problems(search: SearchConfig) -> list[str]:
-    from search.item_index import FIELDS
-    from vocab.tokenizer import check_analysis
+    from vocab.tokenizer import check_analysis  # here: it imports jieba (~0.25 s), which reading a config needs not
 
     problems = []
     for name, table in (("search.analysis", search.analysis), ("search.field_weights", search.field_weights)):

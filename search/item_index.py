@@ -19,6 +19,7 @@ import pandas as pd
 from recsys.schema import CATEGORY_SEP, LIST_SEP
 from recsys.bundle import Bundle, BundleWriter
 from search.bm25 import ITEM_FIELD_WEIGHTS, BM25Index
+from vocab.fields import FIELDS
 from vocab.tokenizer import WORDS, Tokenizer, check_analysis
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ INDEX_PREFIX = "search_bm25"
 QUERIES_NAME = "search_queries"
 #: Bundle name of the per-field analysis and the word list (`search_analysis.json`).
 ANALYSIS_NAME = "search_analysis"
-FIELDS: tuple[str, ...] = ("title", "brand", "category", "tags")
 #: What bundles without `search_analysis.json` used.
 LEGACY_ANALYSIS: dict[str, tuple[str, ...]] = {name: WORDS for name in FIELDS}
 
