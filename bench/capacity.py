@@ -9,15 +9,15 @@ the highest such rate. "home degraded" is the cheap path an overloaded worker ta
 (serving/overload.py), measured on a server whose `[server.overload] degrade_in_flight = 1` and
 `degrade_wait_ms = 0` make every request take it.
 
-The load generator (bench/serve_bench.py's raw asyncio client) runs on the same machine and takes
-CPU from the server: rates are lower bounds for a server with the machine to itself. Writes a
-Markdown report with a latency-vs-throughput plot and `--json` (docs/load.md explains the fields).
+The load generator (the harness's raw asyncio client, bench/harness/load.py) runs on the same
+machine and takes CPU from the server: rates are lower bounds for a server with the machine to
+itself. Writes a Markdown report with a latency-vs-throughput plot and `--json` (docs/load.md
+explains the fields).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import time
@@ -26,9 +26,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from bench import serve_bench as sb
+from bench.harness import progress
+from bench.harness.client import encode_get
+from bench.harness.load import Requests, at_rate, saturation
+from bench.harness.mall import APP, prepare, reset_state
+from bench.harness.server import ServerProcess, running_server
+from bench.harness.traffic import (DEFAULT_MIX, event_requests, home_requests, related_requests, search_requests,
+                                   suggest_requests)
 
 #: Share of each route in the traffic mix the sizing rule is for (the locust mix's routes; the
 #: search box's hot / shading / discover calls are counted as suggest-like cheap reads).
@@ -39,37 +43,19 @@ TARGET_QPS = 5000
 #: Keep each worker at this share of its measured capacity (spikes, GC, a noisy neighbour).
 HEADROOM = 0.7
 
-Requests = Sequence[tuple[str, bytes]]
 
 
-def _related_requests(prep: sb.Prepared, port: int, n: int = 5000, seed: int = 4) -> list[tuple[str, bytes]]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        item = prep.items[int(rng.integers(len(prep.items)))]
-        user = prep.known[int(rng.integers(len(prep.known)))]
-        out.append(("related", sb.encode_get(f"/v1/apps/{sb.APP}/recommend/related/{item}?user_id={user}&n=10", port)))
-    return out
-
-
-def _saturation(server: sb.Server, requests: Requests, *, duration_s: float, concurrency: int) -> dict[str, Any]:
-    """Closed loop at saturation: requests/s and errors."""
-    phase = asyncio.run(sb._closed_loop(server.port, requests, concurrency=concurrency, warmup_s=1.0,
-                                        duration_s=duration_s, max_requests=int(duration_s * 50_000) + 10_000))
-    return phase.summary()
-
-
-def route_capacity(server: sb.Server, make: Callable[[int], Requests], *, budget_ms: float, duration_s: float,
+def route_capacity(server: ServerProcess, make: Callable[[int], Requests], *, budget_ms: float, duration_s: float,
                    concurrency: int) -> dict[str, Any]:
     """Saturation throughput, then the open-loop curve; `make(k)` gives the k-th phase's requests
     (fresh ones for routes whose requests must not repeat, such as events)."""
-    peak = _saturation(server, make(0), duration_s=duration_s, concurrency=concurrency)
+    peak = saturation(server, make(0), duration_s=duration_s, concurrency=concurrency).summary()
     if not peak["requests"]:
         raise RuntimeError(f"no request succeeded at saturation ({peak['errors']} errors):\n{server.log_tail()}")
     curve, best = [], None
     for k, share in enumerate(STEPS, start=1):
         rate = peak["rps"] * share
-        found = sb.at_rate(server, make(k), rate=rate, duration_s=duration_s, concurrency=max(concurrency, 16))
+        found = at_rate(server, make(k), rate=rate, duration_s=duration_s, concurrency=max(concurrency, 16))
         point = {"offered_rps": round(rate, 1), "achieved_rps": found["achieved_rps"], "p50_ms": found["p50_ms"],
                  "p99_ms": found["p99_ms"], "errors": found["errors"] + found["unfinished"]}
         curve.append(point)
@@ -162,12 +148,12 @@ def run_capacity(out_dir: Path, *, workdir: Path, budget_ms: float = 50.0, durat
     """Measure every route (or `routes`), write out_dir/capacity.md + capacity.png (+ json_path)."""
     import os
     wanted = list(routes or ("bare", "home", "home_degraded", "related", "search", "suggest", "events"))
-    prep = sb.prepare(workdir, users=users, items=items, events=events)
+    prep = prepare(workdir, users=users, items=items, events=events)
     out_dir.mkdir(parents=True, exist_ok=True)
     logs = workdir / "logs"
     # no per-key rate limit (it would cap the cheap routes at its 5,000/s default), no shedding
-    unlimited = prep.config.read_text(encoding="utf-8").replace(f"[apps.{sb.APP}]\n",
-                                                                 f"[apps.{sb.APP}]\nrate_limit_per_second = 0\n")
+    unlimited = prep.config.read_text(encoding="utf-8").replace(f"[apps.{APP}]\n",
+                                                                 f"[apps.{APP}]\nrate_limit_per_second = 0\n")
     full_config, degraded_config = workdir / "minirec-capacity.toml", workdir / "minirec-capacity-degraded.toml"
     full_config.write_text(unlimited + "\n[server.overload]\ndegrade_in_flight = 0\nshed_in_flight = 0\n",
                            encoding="utf-8")  # full quality at any load
@@ -175,23 +161,23 @@ def run_capacity(out_dir: Path, *, workdir: Path, budget_ms: float = 50.0, durat
                                "shed_in_flight = 0\n",
                                encoding="utf-8")
     makers: dict[str, Callable[[int, int], Requests]] = {
-        "bare": lambda port, k: [("bare", sb.encode_get("/healthz", port, None))],
-        "home": lambda port, k: sb.home_requests(prep, port, sb.DEFAULT_MIX),
-        "home_degraded": lambda port, k: sb.home_requests(prep, port, sb.DEFAULT_MIX),
-        "related": lambda port, k: _related_requests(prep, port),
-        "search": lambda port, k: sb.search_requests(prep, port),
-        "suggest": lambda port, k: sb.suggest_requests(prep, port),
-        "events": lambda port, k: sb.event_requests(prep, port, 60_000, seed=100 + k),
+        "bare": lambda port, k: [("bare", encode_get("/healthz", port, None))],
+        "home": lambda port, k: home_requests(prep, port, DEFAULT_MIX),
+        "home_degraded": lambda port, k: home_requests(prep, port, DEFAULT_MIX),
+        "related": lambda port, k: related_requests(prep, port),
+        "search": lambda port, k: search_requests(prep, port),
+        "suggest": lambda port, k: suggest_requests(prep, port),
+        "events": lambda port, k: event_requests(prep, port, 60_000, seed=100 + k),
     }
     found: dict[str, Any] = {}
     for name in wanted:
-        sb._reset_state(workdir)
+        reset_state(workdir)
         config = degraded_config if name == "home_degraded" else full_config
-        sb._progress(f"capacity: {name} ({len(STEPS) + 1} phases of {duration_s:g} s) …")
-        with sb.running_server(config, workers, logs / f"capacity-{name}.log", None) as (server, _):
+        progress(f"capacity: {name} ({len(STEPS) + 1} phases of {duration_s:g} s) …")
+        with running_server(config, workers, logs / f"capacity-{name}.log", None) as (server, _):
             found[name] = route_capacity(server, lambda k, n=name, s=server: makers[n](s.port, k),
                                          budget_ms=budget_ms, duration_s=duration_s, concurrency=concurrency)
-        sb._progress(f"capacity: {name}: {found[name]['max_rps']:,.0f} req/s within {budget_ms:g} ms "
+        progress(f"capacity: {name}: {found[name]['max_rps']:,.0f} req/s within {budget_ms:g} ms "
                      f"(saturation {found[name]['saturation_rps']:,.0f})")
     result = {"budget_ms": budget_ms, "routes": found, "sizing": sizing(found, workers) if "bare" in found else {},
               "setup": {"workers": workers, "items": items, "users": users, "events": events,

@@ -4,11 +4,11 @@
 
 Steps:
 
-1. Prepare (or reuse) the synthetic mall app `bench` with bench/serve_bench.prepare in
+1. Prepare (or reuse) the synthetic mall app `bench` with bench/harness/mall.prepare in
    `--workdir` (a folder per mall size), and write the visitor population for locust:
    known / cold users and items (from its users.json) plus the mall's logged search queries with
    their full pinyin and initials, weighted by how often they were searched (`population.json`).
-2. Start `minirec serve` with `--workers` processes (serve_bench.running_server, fresh Redis state).
+2. Start `minirec serve` with `--workers` processes (harness running_server, fresh Redis state).
 3. Run `locust -f locustfiles/<profile>.py --headless` as a subprocess, with the base rate and the
    duration in its environment; every request is recorded (send time, name, latency, outcome,
    degraded flag) and the shape records when each phase started. Meanwhile the server processes'
@@ -42,8 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.serve_bench import (APP, BENCH_KEY, HOST, Prepared, Server, _progress, _reset_state,  # noqa: E402
-                               prepare, running_server)
+from bench.harness import progress  # noqa: E402
+from bench.harness.client import HOST  # noqa: E402
+from bench.harness.mall import APP, BENCH_KEY, Prepared, prepare, reset_state  # noqa: E402
+from bench.harness.server import ServerProcess, running_server  # noqa: E402
+from bench.harness.traffic import has_chinese, pinyin_forms  # noqa: E402
 from locustfiles.shapes import PROFILES, REFERENCE_PHASE, plan_for  # noqa: E402
 
 #: recovery_s: a window's p99 is "back" when within this factor of the reference (steady) p99 …
@@ -66,17 +69,12 @@ def mall_workdir(workdir: Path, users: int, items: int, events: int) -> Path:
 def write_population(prep: Prepared, path: Path, max_queries: int = QUERIES_IN_POPULATION) -> dict[str, int]:
     """The visitors for locust: users.json's known / cold users and items, plus the mall's logged
     queries (most searched first) with full pinyin and initials; returns the list sizes."""
-    from pypinyin import Style, lazy_pinyin
-
     users = json.loads((prep.workdir / "users.json").read_text(encoding="utf-8"))
     queries = []
     for query, count in sorted(prep.queries.items(), key=lambda qc: -qc[1])[:max_queries]:
-        has_chinese = any("\u4e00" <= ch <= "\u9fff" for ch in query)
-        queries.append({"q": query, "weight": count,
-                        # only Chinese queries have a pinyin form of their own
-                        "pinyin": "".join(lazy_pinyin(query)).replace(" ", "").lower() if has_chinese else "",
-                        "initials": "".join(lazy_pinyin(query, style=Style.FIRST_LETTER)).replace(" ", "").lower()
-                        if has_chinese else ""})
+        # only Chinese queries have a pinyin form of their own
+        full, initials = pinyin_forms(query) if has_chinese(query) else ("", "")
+        queries.append({"q": query, "weight": count, "pinyin": full, "initials": initials})
     doc = {"app": APP, "known": users["known"], "cold": users["cold"], "items": users["items"], "queries": queries}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
@@ -89,7 +87,7 @@ class Sampler:
     """Every `interval` s: RSS (MB) of the server processes and of Redis, CPU seconds of server,
     Redis and locust; printed as progress every `report_every` s."""
 
-    server: Server
+    server: ServerProcess
     locust_pid: int
     duration: float
     interval: float = 1.0
@@ -134,7 +132,7 @@ class Sampler:
                 window = [r for r in self.rows if r["t"] >= row["t"] - self.report_every]
                 cores = {k: (window[-1][k] - window[0][k]) / max(window[-1]["t"] - window[0]["t"], 1e-9)
                          for k in ("server_cpu_s", "redis_cpu_s", "locust_cpu_s")}
-                _progress(f"  {row['t'] - started:5.0f}/{self.duration:.0f} s  server RSS {row['server_rss_mb']:.0f} MB"
+                progress(f"  {row['t'] - started:5.0f}/{self.duration:.0f} s  server RSS {row['server_rss_mb']:.0f} MB"
                           f"  CPU cores: server {cores['server_cpu_s']:.2f}, redis {cores['redis_cpu_s']:.2f}, "
                           f"locust {cores['locust_cpu_s']:.2f}")
             self._stop.wait(self.interval)
@@ -142,7 +140,8 @@ class Sampler:
 
 # ------------------------------------------------------------------------------------ locust
 def run_locust(profile: str, host: str, out: Path, *, duration: float, rate: float, population: Path,
-               tasks_per_user: float, processes: int, mix: str | None, server: Server) -> tuple[int, list[dict]]:
+               tasks_per_user: float, processes: int, mix: str | None,
+               server: ServerProcess) -> tuple[int, list[dict]]:
     """Run the profile headless until its shape ends (bounded: duration + 120 s); return locust's
     exit status (1 means "some requests failed", not a crash) and the resource samples."""
     record = out / "record"
@@ -166,7 +165,7 @@ def run_locust(profile: str, host: str, out: Path, *, duration: float, rate: flo
         try:
             status = proc.wait(timeout=duration + 120)
         except subprocess.TimeoutExpired:
-            _progress("locust did not stop by itself: interrupting it")
+            progress("locust did not stop by itself: interrupting it")
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGINT)  # its session: master and forked workers
             try:
@@ -403,16 +402,16 @@ def run_load(profile: str, *, duration: float, rate: float, workers: int, out: P
     mall = mall_workdir(workdir, users, items, events)
     prep = prepare(mall, users=users, items=items, events=events)
     population = write_population(prep, out / "population.json")
-    _reset_state(mall)
-    _progress(f"load: profile {profile}, {duration:g} s, base {rate:g} requests/s (peak ×{plan.peak():g}), "
+    reset_state(mall)
+    progress(f"load: profile {profile}, {duration:g} s, base {rate:g} requests/s (peak ×{plan.peak():g}), "
               f"{workers} worker(s); visitors {population}")
     with running_server(prep.config, workers, out / "server.log", redis_url) as (server, facts):
         host = f"http://{HOST}:{server.port}"
-        _progress(f"load: server ready on {host} in {facts['ready_seconds']} s; running locust …")
+        progress(f"load: server ready on {host} in {facts['ready_seconds']} s; running locust …")
         status, samples = run_locust(profile, host, out, duration=duration, rate=rate,
                                      population=out / "population.json", tasks_per_user=tasks_per_user,
                                      processes=locust_processes, mix=mix, server=server)
-    _progress(f"load: locust exited with status {status}; server stopped (port freed: {facts.get('port_freed')})")
+    progress(f"load: locust exited with status {status}; server stopped (port freed: {facts.get('port_freed')})")
     phases_path = out / "record" / "phases.json"
     if status not in (0, 1) or not phases_path.is_file():
         raise RuntimeError(f"locust failed (status {status}); see {out / 'locust.log'}:\n"

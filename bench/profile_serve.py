@@ -1,6 +1,6 @@
 """`minirec bench profile`: where a request's server CPU goes, by layer, under the serving bench's load.
 
-Starts `minirec serve` on the serving bench's mall (`bench/serve_bench.py` prepares and reuses it),
+Starts `minirec serve` on the serving bench's mall (`bench/harness/mall.py` prepares and reuses it),
 drives one endpoint at its peak (closed loop) and samples the server's Python stacks with py-spy
 (an external sampler: the server runs unmodified). Each sample is charged to the innermost frame that
 belongs to a layer below — our models and rules, our route code, the Redis client, FastAPI/Starlette/
@@ -26,7 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import serve_bench as sb
+from bench.harness.client import encode_get
+from bench.harness.load import closed_loop, measured
+from bench.harness.mall import prepare, reset_state
+from bench.harness.server import running_server
+from bench.harness.traffic import DEFAULT_MIX, home_requests, suggest_requests
 
 #: (layer, pattern of a frame). py-spy names a frame "function (path:line)", the path relative to its
 #: sys.path entry. A sample goes to the layer of its innermost frame that matches one; asyncio's own
@@ -94,20 +98,20 @@ def run_profile(endpoint: str, *, workdir: Path, duration_s: float, rate: int, c
     if endpoint not in ENDPOINTS:
         raise ValueError(f"endpoint {endpoint!r} is not one of {', '.join(ENDPOINTS)}")
     spy = py_spy()
-    prep = sb.prepare(workdir, users=users, items=items, events=events)
-    sb._reset_state(workdir)
+    prep = prepare(workdir, users=users, items=items, events=events)
+    reset_state(workdir)
     raw = workdir / "logs" / f"profile-{endpoint}.txt"
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.unlink(missing_ok=True)
-    with sb.running_server(prep.config, 1, workdir / "logs" / f"server-profile-{endpoint}.log", None) as (server, _):
+    with running_server(prep.config, 1, workdir / "logs" / f"server-profile-{endpoint}.log", None) as (server, _):
         if endpoint == "home":
-            requests = sb.home_requests(prep, server.port, dict(sb.DEFAULT_MIX))
+            requests = home_requests(prep, server.port, dict(DEFAULT_MIX))
         elif endpoint == "suggest":
-            requests = sb.suggest_requests(prep, server.port)
+            requests = suggest_requests(prep, server.port)
         else:
-            requests = [("bare", sb.encode_get("/healthz", server.port, None))]
-        asyncio.run(sb._closed_loop(server.port, requests, concurrency=concurrency, warmup_s=0.0, duration_s=2.0,
-                                    max_requests=10**6))  # warm-up, not sampled
+            requests = [("bare", encode_get("/healthz", server.port, None))]
+        asyncio.run(closed_loop(server.port, requests, concurrency=concurrency, warmup_s=0.0, duration_s=2.0,
+                                max_requests=10**6))  # warm-up, not sampled
         # Sampling runs over the whole load and a little idle time around it (py-spy skips idle threads).
         sampler = subprocess.Popen([spy, "record", "--pid", str(server.proc.pid), "--rate", str(rate),
                                     "--format", "raw", "--output", str(raw), "--nonblocking"],
@@ -117,9 +121,8 @@ def run_profile(endpoint: str, *, workdir: Path, duration_s: float, rate: int, c
             if sampler.poll() is not None:
                 raise RuntimeError(f"py-spy could not attach (exit {sampler.returncode}): "
                                    f"{sampler.stderr.read().strip()[-500:] if sampler.stderr else ''}")
-            phase, cpu = sb._measured(server, sb._closed_loop(server.port, requests, concurrency=concurrency,
-                                                              warmup_s=0.0, duration_s=duration_s,
-                                                              max_requests=10**7))
+            phase, cpu = measured(server, closed_loop(server.port, requests, concurrency=concurrency,
+                                                      warmup_s=0.0, duration_s=duration_s, max_requests=10**7))
         finally:
             sampler.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl+C
             _, err = sampler.communicate(timeout=60)

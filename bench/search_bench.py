@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.harness import progress  # noqa: E402
 from offline_training.datafolder import load_data_folder  # noqa: E402
 from offline_training.importers import import_amazon_unisrec  # noqa: E402
 from offline_training.synth import generate_mall  # noqa: E402
@@ -68,10 +69,6 @@ Tokens = list[str]
 #: The default analysis of titles in served indexes ([search] in the training config).
 TITLE_ANALYSIS = check_analysis(SearchConfig().analysis["title"], "search.analysis.title")
 Searcher = Callable[[Tokens], tuple[np.ndarray, ...]]
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _cached_tokens(texts: Sequence[str], tokenize: Callable[[str], Tokens]) -> list[Tokens]:
@@ -183,7 +180,7 @@ def bench_corpus(name: str, docs: list[Tokens], queries: list[Tokens], reference
     other = bm25s.BM25(k1=K1, b=B, method="atire", idf_method="robertson")
     other.index(docs, show_progress=False)
     built["bm25s"] = time.perf_counter() - started
-    _progress(f"[{name}] {len(docs):,} docs, build seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in built.items()))
+    progress(f"[{name}] {len(docs):,} docs, build seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in built.items()))
 
     n_ref = min(len(queries), reference_queries or len(queries))
 
@@ -197,12 +194,12 @@ def bench_corpus(name: str, docs: list[Tokens], queries: list[Tokens], reference
     stats, got = _time_interleaved(searchers, queries, {"minirec": len(queries), "bm25s": len(queries),
                                                         "rank_bm25": n_ref}, {"rank_bm25": check})
     for engine in ENGINES:
-        _progress(f"[{name}] {engine:<9} {len(got[engine]):>5} queries: {stats[engine]['qps']:>10.1f} q/s  "
+        progress(f"[{name}] {engine:<9} {len(got[engine]):>5} queries: {stats[engine]['qps']:>10.1f} q/s  "
                   f"p50 {stats[engine]['p50_ms']:.3f} ms  p99 {stats[engine]['p99_ms']:.3f} ms")
     ref_queries = queries[:n_ref]
     identical = all(valid for valid, _ in got["rank_bm25"])
     same_ids = sum(same for _, same in got["rank_bm25"])
-    _progress(f"[{name}] identical top-10 on {len(ref_queries)} queries: {identical} "
+    progress(f"[{name}] identical top-10 on {len(ref_queries)} queries: {identical} "
               f"(id lists equal after id tie-break: {same_ids}/{len(ref_queries)}); "
               f"minirec/rank_bm25 {stats['minirec']['qps'] / stats['rank_bm25']['qps']:.0f}x, "
               f"minirec/bm25s {stats['minirec']['qps'] / stats['bm25s']['qps']:.1f}x")
@@ -304,7 +301,7 @@ def run_search_bench(json_path: str | Path | None = None, *, data: str | Path = 
     """
     data = Path(data)
     corpora = []
-    _progress(f"generating and tokenizing a synthetic catalog of {n_items:,} titles …")
+    progress(f"generating and tokenizing a synthetic catalog of {n_items:,} titles …")
     docs = synthetic_corpus(n_items, seed)
     corpora.append(bench_corpus("synthetic_zh_100k" if n_items == 100_000 else f"synthetic_zh_{n_items}",
                                 docs, sample_queries(docs, n_queries, seed), reference_queries))
@@ -315,7 +312,7 @@ def run_search_bench(json_path: str | Path | None = None, *, data: str | Path = 
                  "qbqtc_dev_served_analysis": qbqtc_relevance(data / "qbqtc" / "dev.json", TITLE_ANALYSIS,
                                                               served.k1, served.b),
                  "cranfield": cranfield_relevance(data / "cranfield")}
-    _progress(f"relevance: {relevance}")
+    progress(f"relevance: {relevance}")
     result = {"corpora": corpora, "relevance": relevance}
     if json_path is not None:
         Path(json_path).write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -39,13 +39,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.serve_bench import HOST, running_server  # noqa: E402
+from bench.harness.client import HOST  # noqa: E402
+from bench.harness.server import running_server  # noqa: E402
 from bench.query_variants import VARIANTS, variant  # noqa: E402
 from recsys.config import load_config  # noqa: E402
 from recsys.item_features import catalog_tokenizer  # noqa: E402
 from search.bm25 import ITEM_FIELD_WEIGHTS  # noqa: E402
 from search.item_index import LEGACY_ANALYSIS, build_item_index  # noqa: E402
-from serving.tenancy import write_server_config  # noqa: E402
+from serving.server_config import write_server_config  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 K = 10

@@ -22,7 +22,7 @@ no more items than asked, a home feed never empty, every event of a batch accept
 (oversize `n`, empty `q`, no key, a wrong key, another app, malformed events, a body that is not
 JSON, an unknown item) are grouped as `bad: …` and succeed only with their documented answer.
 
-Configuration (environment variables; the defaults match the bench mall of bench/serve_bench.py):
+Configuration (environment variables; the defaults match the bench mall of bench/harness/mall.py):
 - MINIREC_APP (default `bench`), MINIREC_API_KEY (default the bench app's key);
 - MINIREC_USERS_FILE: JSON with lists `known`, `cold`, `items` and optionally `queries`
   (`[{"q", "pinyin", "initials", "weight"}]`; bench/load_run.py writes one); without it every
@@ -50,10 +50,12 @@ from typing import Any, Callable
 
 from locust import FastHttpUser, LoadTestShape, events, task
 
+from bench.harness.mall import APP as BENCH_APP, BENCH_KEY
+from bench.harness.traffic import pinyin_forms
 from locustfiles.shapes import MAX_RAMP_S, SPIKE_FACTOR, Plan, plan_for
 
-APP = os.environ.get("MINIREC_APP", "bench")
-API_KEY = os.environ.get("MINIREC_API_KEY", "bench-key-0123456789")
+APP = os.environ.get("MINIREC_APP", BENCH_APP)
+API_KEY = os.environ.get("MINIREC_API_KEY", BENCH_KEY)
 PAGE = 20
 RELATED_N = 10
 #: Queries when no users file gives the app's own (common mall searches).
@@ -73,12 +75,9 @@ def _load_population(path: str | None) -> dict[str, list[Any]]:
 
 
 def _query_entry(query: str, weight: float = 1.0) -> dict[str, Any]:
-    """A query with its full pinyin and initials (pypinyin), as bench/load_run.py writes them."""
-    from pypinyin import Style, lazy_pinyin
-
-    return {"q": query, "pinyin": "".join(lazy_pinyin(query)).replace(" ", "").lower(),
-            "initials": "".join(lazy_pinyin(query, style=Style.FIRST_LETTER)).replace(" ", "").lower(),
-            "weight": weight}
+    """A query with its full pinyin and initials, as bench/load_run.py writes them."""
+    full, initials = pinyin_forms(query)
+    return {"q": query, "pinyin": full, "initials": initials, "weight": weight}
 
 
 def _mix(text: str) -> tuple[float, float, float]:
