@@ -3,6 +3,7 @@ their lifts, search by source, and the activity over time — all from the durab
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import tempfile
 import time
@@ -133,6 +134,25 @@ def _timeseries(con: duckdb.DuckDBPyConnection, start: float, end: float) -> lis
         FROM credited GROUP BY t ORDER BY t""").fetchall()
     return [{"t": float(t), "impressions": int(i), "clicks": int(c), "purchases": int(p), "gmv": round(float(g), 2),
              "searches": int(s), "users": int(u)} for t, i, c, p, g, s, u in rows]
+
+
+def parse_time(value: str | None, name: str) -> float | None:
+    """Unix seconds, or an ISO date / date-time (UTC unless it names a zone); None for an empty value.
+    ValueError names `name` (the report's window bounds, as given to the API or the CLI)."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {value!r} is neither Unix seconds nor an ISO date (2026-11-30 or "
+                         "2026-11-30T12:00)") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.timestamp()
 
 
 def build_report(log_dir: str | Path, app: str, start: float | None = None, end: float | None = None,

@@ -65,8 +65,7 @@ def render(doc: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Build the report; exit 2 with a message when the config or log cannot be read."""
-    from analytics.report import build_report
-    from serving.routes.analytics import parse_time
+    from analytics.report import build_report, parse_time
     from serving.tenancy import load_server_config
 
     config_path = Path(args.config)

@@ -3,35 +3,16 @@ from the durable event log (analytics/report.py; docs/experiments.md has the doc
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from analytics.report import build_report
+from analytics.report import build_report, parse_time
 from serving.deps import AppOrAdmin, Context
 from serving.errors import ApiError
 from serving.schemas import ErrorOut
 
 router = APIRouter(prefix="/v1/apps/{app_id}", tags=["analytics"])
-
-
-def parse_time(value: str | None, name: str) -> float | None:
-    """Unix seconds, or an ISO date / date-time (UTC unless it names a zone); ValueError names `name`."""
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = dt.datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise ValueError(f"{name}: {value!r} is neither Unix seconds nor an ISO date (2026-11-30 or "
-                         "2026-11-30T12:00)") from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return when.timestamp()
 
 
 @router.get("/analytics", summary="Experiments, CTR, GMV and search by scene and variant, with 95% intervals",
