@@ -28,9 +28,9 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serving.experiments import request_id
 from serving.guard import _header, _send_error
 from serving.tenancy import OverloadSettings
+from vocab.experiments import request_id
 
 #: A cached popularity page is recomputed after this long (live item changes: hidden, sold out).
 PAGE_TTL_S = 2.0
