@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: demo test quality install clean system-packages load
+.PHONY: demo test lint-imports quality install clean system-packages load
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "minirec needs Python >= 3.11"'
@@ -38,7 +38,12 @@ system-packages:
 	fi
 
 test: install system-packages
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# The layer and import contracts of pyproject.toml (docs/architecture.md); the first step of the tests.
+lint-imports: install
+	$(BIN)/lint-imports
 
 # Real-data quality gate (ML-100k targets); needs ../shared/data.
 quality: install
