@@ -406,7 +406,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from serving.tenancy import load_server_config, new_key, write_server_config
+    from serving.server_config import load_server_config, new_key, write_server_config
     config = Path(args.config)
     if args.init:
         if config.exists():
@@ -444,7 +444,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
-    from serving.tenancy import hash_key, new_key
+    from serving.server_config import hash_key, new_key
     key = new_key()
     print(f"key:    {key}\nsha256: {hash_key(key)}")
     return 0
@@ -472,13 +472,13 @@ def main(argv: list[str] | None = None) -> int:
     from recsys.config import ConfigError
     from offline_training.datafolder import DataError
     from recsys.bundle import BundleError
-    from serving.tenancy import TenancyError
+    from serving.server_config import ServerConfigError
     handlers = {"data": _cmd_data, "train": _cmd_train, "evaluate": _cmd_evaluate, "models": _cmd_models,
                 "serve": _cmd_serve, "keys": _cmd_keys, "bench": _cmd_bench, "demo": _cmd_demo,
                 "report": _cmd_report, "simulate": _cmd_simulate}
     try:
         return handlers[args.command](args)
-    except (DataError, ConfigError, BundleError, TenancyError, FileExistsError, FileNotFoundError, ValueError) as exc:
+    except (DataError, ConfigError, BundleError, ServerConfigError, FileExistsError, FileNotFoundError, ValueError) as exc:
         if os.environ.get("MINIREC_DEBUG"):
             raise
         print(f"minirec {args.command}: error: {exc}", file=sys.stderr)

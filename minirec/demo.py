@@ -98,7 +98,7 @@ def run_demo(workdir: Path, users: int, items: int, events: int, port: int = 800
     if not serve:
         return 0
     from minirec.server import run_server
-    from serving.tenancy import new_key, write_server_config
+    from serving.server_config import new_key, write_server_config
     config = workdir / "minirec.toml"
     admin_key = new_key()
     write_server_config(config, {APP: api_key}, admin_key, new_key(), artifacts="artifacts", seed_data={APP: "data"})

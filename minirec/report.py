@@ -66,7 +66,7 @@ def render(doc: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Build the report; exit 2 with a message when the config or log cannot be read."""
     from analytics.report import build_report, parse_time
-    from serving.tenancy import load_server_config
+    from serving.server_config import load_server_config
 
     config_path = Path(args.config)
     experiments: dict = {}

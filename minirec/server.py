@@ -10,7 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from serving.metrics import MULTIPROC_ENV
-from serving.tenancy import load_server_config
+from serving.server_config import load_server_config
 
 
 def run_server(config: Path, host: str, port: int, workers: int = 1) -> int:

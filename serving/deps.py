@@ -13,7 +13,7 @@ from fastapi import Depends, Header, Path, Request
 from serving.context import ServingContext
 from serving.errors import ApiError
 from serving.registry import LoadedApp
-from serving.tenancy import key_matches
+from serving.server_config import key_matches
 
 
 async def get_context(request: Request) -> ServingContext:

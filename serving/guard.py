@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.errors import ApiError, error_body
-from serving.tenancy import key_matches
+from serving.server_config import key_matches
 
 #: Default body limit: a full batch of 1,000 events is about 300 KB.
 MAX_BODY_BYTES = 2 * 1024 * 1024

@@ -29,7 +29,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.guard import _header, _send_error
-from serving.tenancy import OverloadSettings
+from serving.server_config import OverloadSettings
 from vocab.experiments import request_id
 
 #: A cached popularity page is recomputed after this long (live item changes: hidden, sold out).

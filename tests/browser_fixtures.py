@@ -17,7 +17,7 @@ import pandas as pd
 from offline_training.synth import generate_mall
 from offline_training.train import train
 from recsys.config import load_config
-from serving.tenancy import load_server_config
+from serving.server_config import load_server_config
 from tests.server_process import ServerProcess
 from tests.serving_fixtures import APP_KEY, server_config
 

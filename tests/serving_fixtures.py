@@ -11,7 +11,7 @@ from recsys import bundle
 from recsys.config import load_config
 from offline_training.synth import generate_mall
 from offline_training.train import train
-from serving.tenancy import ServerConfig, load_server_config, write_server_config
+from serving.server_config import ServerConfig, load_server_config, write_server_config
 
 APP_KEY = "shop-key-0123456789"
 OTHER_KEY = "other-key-0123456789"

@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient
 from analytics.report import build_report
 from features.eventlog import EventLog
 from serving.app import create_app
-from serving.experiments import ExperimentError, bucket, parse_experiments
-from serving.tenancy import TenancyError
+from serving.config_table import Table
+from serving.server_config import ServerConfigError, parse_experiments
 from tests.serving_fixtures import ADMIN_KEY, APP_KEY, OTHER_KEY, build_app, server_config
+from vocab.experiments import bucket
 
 H = {"X-API-Key": APP_KEY}
 EXPERIMENTS = """
@@ -40,27 +41,27 @@ def _two_variants(**extra) -> dict:
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"x": {"scene": "cart", "variants": {}}}, "x.scene: expected one of home"),
+    ({"x": {"scene": "cart", "variants": {}}}, "[apps.shop.experiments.x] scene: expected one of home"),
     ({"x": _two_variants(holdout=0.1)}, "add up to 1.1, not 1"),
     ({"x": _two_variants(), "y": _two_variants()}, "scene 'home' already has experiment 'x'"),
     ({"x": {"scene": "home", "variants": {"a": {"share": 1.0}}}}, "at least two variants"),
     ({"x": {"scene": "shading", "variants": {"a": {"share": 0.5, "max_per_category": 2}, "b": {"share": 0.5}}}},
-     "x.variants.a.max_per_category: has no effect on scene 'shading'"),
+     "[apps.shop.experiments.x.variants.a] max_per_category: has no effect on scene 'shading'"),
     ({"x": {"scene": "home", "variants": {"a": {"share": 0.5, "strategy": "random"}, "b": {"share": 0.5}}}},
-     "x.variants.a.strategy: expected one of personalized, popularity"),
+     "[apps.shop.experiments.x.variants.a] strategy: expected one of personalized, popularity, got 'random'"),
     ({"bad name": _two_variants()}, "experiment name must be"),
-    ({"x": _two_variants(control="c")}, "x.control: 'c' is not one of its variants"),
-    ({"x": {**_two_variants(), "start": 1}}, "unknown key(s) start"),
+    ({"x": _two_variants(control="c")}, "[apps.shop.experiments.x] control: expected one of a, b, got 'c'"),
+    ({"x": {**_two_variants(), "start": 1}}, "[apps.shop.experiments.x] unknown key 'start'; known: control,"),
 ])
 def test_invalid_experiments_are_refused_with_where(raw: dict, message: str) -> None:
-    with pytest.raises(ExperimentError) as info:
-        parse_experiments(raw, "[apps.shop.experiments]")
-    assert message in str(info.value)
+    with pytest.raises(ServerConfigError) as info:
+        parse_experiments(Table(raw, "minirec.toml", "apps.shop.experiments", None))
+    assert str(info.value).startswith("minirec.toml: [apps.shop.experiments") and message in str(info.value)
 
 
 def test_bucketing_is_deterministic_follows_the_shares_and_is_independent_between_experiments() -> None:
-    experiment = parse_experiments({"e": {"scene": "home", "holdout": 0.1, "variants": {
-        "a": {"share": 0.6}, "b": {"share": 0.3}}}}, "t")["home"]
+    experiment = parse_experiments(Table({"e": {"scene": "home", "holdout": 0.1, "variants": {
+        "a": {"share": 0.6}, "b": {"share": 0.3}}}}, "t", "e", None))["home"]
     users = [f"u{i}" for i in range(20_000)]
     names = [experiment.assign(u).name for u in users]
     assert names == [experiment.assign(u).name for u in users]  # a user stays in their variant
@@ -74,7 +75,7 @@ def test_bucketing_is_deterministic_follows_the_shares_and_is_independent_betwee
 
 def test_a_bad_experiment_stops_the_server_config_naming_the_file(tmp_path: Path) -> None:
     shop = tmp_path  # no bundle needed: the config is refused before anything loads
-    with pytest.raises(TenancyError, match=r"minirec.toml: \[apps.shop.experiments\].x.scene"):
+    with pytest.raises(ServerConfigError, match=r"minirec.toml: \[apps.shop.experiments.x\] scene: expected"):
         server_config(shop, tmp_path, None, '\n[apps.shop.experiments.x]\nscene = "nope"\n')
 
 

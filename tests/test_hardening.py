@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from features.redis_conn import redact_url
 from recsys import bundle
 from serving.app import create_app
-from serving.tenancy import TenancyError, load_server_config, write_server_config
+from serving.server_config import ServerConfigError, load_server_config, write_server_config
 from tests.serving_fixtures import (ADMIN_KEY, APP_KEY, OTHER_KEY, PLATFORM_KEY, build_app, copy_as_new_version,
                                     server_config)
 
@@ -305,16 +305,16 @@ def test_scene_values_of_the_wrong_type_are_refused_at_start(shop, tmp_path, rul
     server_config(shop, tmp_path, None)
     path = tmp_path / "minirec.toml"
     path.write_text(path.read_text() + f"\n[apps.shop.scenes.home]\n{rule} = {value}\n")
-    with pytest.raises(TenancyError, match=f"scenes\\]\\.home\\.{rule}: expected"):
+    with pytest.raises(ServerConfigError, match=f"minirec.toml: \\[apps.shop.scenes.home\\] {rule}: expected"):
         load_server_config(path)
 
 
 def test_an_app_named_platform_and_short_keys_are_refused(tmp_path):
     path = tmp_path / "minirec.toml"
     write_server_config(path, {"platform": "k" * 20}, "a" * 20, None)
-    with pytest.raises(TenancyError, match="reserved"):
+    with pytest.raises(ServerConfigError, match="reserved"):
         load_server_config(path)
-    with pytest.raises(TenancyError, match="shorter than 16"):
+    with pytest.raises(ServerConfigError, match="shorter than 16"):
         write_server_config(path, {"shop": "short"}, "a" * 20, None)
 
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from bench.serve_bench import _open_loop, encode_get
 from serving.app import create_app
-from serving.tenancy import TenancyError
+from serving.server_config import ServerConfigError
 from tests.server_process import ServerProcess
 from tests.serving_fixtures import ADMIN_KEY, APP_KEY, OTHER_KEY, build_app, server_config
 
@@ -88,9 +88,11 @@ def test_past_the_shed_threshold_requests_get_503_with_retry_after_but_probes_do
 
 
 def test_overload_settings_are_checked(shop, tmp_path) -> None:
-    with pytest.raises(TenancyError, match=r"\[server.overload\]: unknown key\(s\) degrade_at"):
+    with pytest.raises(ServerConfigError,
+                       match=r"minirec.toml: \[server.overload\] unknown key 'degrade_at'; known: degrade_in_flight"):
         server_config(shop, tmp_path, None, "\n[server.overload]\ndegrade_at = 3\n")
-    with pytest.raises(TenancyError, match=r"\[server.overload\].shed_in_flight: expected a whole number"):
+    with pytest.raises(ServerConfigError,
+                       match=r"\[server.overload\] shed_in_flight: expected a whole number >= 0, got -1 \(int\)"):
         server_config(shop, tmp_path, None, "\n[server.overload]\nshed_in_flight = -1\n")
 
 

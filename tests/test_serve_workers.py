@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.tenancy import write_server_config
+from serving.server_config import write_server_config
 from tests.redis_fixtures import EXTERNAL_URL
 
 ROOT = Path(__file__).resolve().parents[1]

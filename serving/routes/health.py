@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from serving.deps import ApiKey, Context
-from serving.tenancy import key_matches
+from serving.server_config import key_matches
 from serving.metrics import CONTENT_TYPE_LATEST
 
 router = APIRouter(tags=["health"])
