@@ -3,7 +3,8 @@
 Layout and guarantees:
 - A bundle is written into a hidden staging folder and renamed into place only when complete,
   so a crashed or interrupted training never leaves a half-written version behind.
-- `manifest.json` lists every file with its sha256; `verify` refuses a bundle whose files do not match.
+- `manifest.json` lists every file with its sha256; `verify` refuses a bundle whose files do not match
+  or whose config fails `recsys.config.check_config` (like a config file would).
 - `ARTIFACTS/<app>/current` holds the published version's name and is replaced atomically
   (write aside, `os.replace`), so a reader sees either the old or the new version, never a mix.
 - Arrays are `.npy` loaded with `allow_pickle=False`; everything else is JSON. No pickle anywhere.
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from recsys.config import ConfigError, check_config, config_from_dict
 
 MANIFEST = "manifest.json"
 CURRENT = "current"
@@ -228,6 +231,12 @@ def verify(path: str | os.PathLike) -> Bundle:
     if manifest["format_version"] not in READABLE_FORMATS:
         raise BundleError(f"{manifest_path}: format_version {manifest['format_version']} is not supported "
                           f"(expected one of {READABLE_FORMATS})")
+    if not isinstance(manifest["config"], dict):
+        raise BundleError(f"{manifest_path}: 'config' is not a table")
+    try:  # the manifest's config is checked like a config file: a bundle that would misbehave is refused
+        check_config(config_from_dict(manifest["config"]), "config")
+    except ConfigError as exc:
+        raise BundleError(f"{manifest_path}: {exc}") from exc
     for name, meta in manifest["files"].items():
         file = path / name
         if not file.is_file():

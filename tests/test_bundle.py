@@ -19,7 +19,7 @@ def make_version(artifacts, app="shop", value=1.0) -> str:
     with BundleWriter(artifacts, app) as writer:
         writer.save_array("weights", np.full(3, value, dtype=np.float32))
         writer.save_json("ids", ["a", "商品"])
-        writer.commit(data_fingerprint="abc", config={"k": 1}, metrics={"ndcg@10": 0.5})
+        writer.commit(data_fingerprint="abc", config={"als": {"factors": 8}}, metrics={"ndcg@10": 0.5})
     return writer.version
 
 
@@ -81,6 +81,24 @@ def test_publish_and_rollback_move_current(tmp_path):
     assert bundle.current_version(tmp_path, "shop") == first
     with pytest.raises(BundleError, match="no valid version older"):
         bundle.rollback(tmp_path, "shop")
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"als": {"factors": 0}}, r"manifest.json: config: als.factors: must be at least 1"),
+    ({"als": {"factorz": 8}}, r"manifest.json: manifest.config.als: unknown key 'factorz'"),
+    ({"model": {"family": "magic"}}, r"model.family: 'magic' is not one of"),
+    ("als", r"manifest.json: 'config' is not a table"),
+])
+def test_a_manifest_whose_config_fails_the_config_check_is_refused(tmp_path, config, message):
+    version = make_version(tmp_path)
+    path = tmp_path / "shop" / version / "manifest.json"
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps({**manifest, "config": config}))
+    with pytest.raises(BundleError, match=message):
+        bundle.verify(tmp_path / "shop" / version)
+    with pytest.raises(BundleError, match=message):
+        bundle.publish(tmp_path, "shop", version)
+    assert bundle.current_version(tmp_path, "shop") is None
 
 
 def test_rollback_skips_a_corrupt_older_version(tmp_path):

@@ -270,6 +270,17 @@ def test_hot_reload_and_corrupt_bundle_refused(shop, tmp_path):
         assert home(c)["model_version"] == fresh
         status = next(a for a in c.get("/v1/admin/models", headers=admin).json()["apps"] if a["app_id"] == "shop")
         assert status["version"] == fresh and "corrupt" in status["last_error"]
+        # a manifest whose config fails the config check is refused like a corrupt file
+        bad_config = copy_as_new_version(artifacts, "shop", fresh)
+        manifest = artifacts / "shop" / bad_config / "manifest.json"
+        manifest.write_text(manifest.read_text().replace('"factors": ', '"factors": -', 1))
+        (artifacts / "shop" / "current").write_text(bad_config + "\n")
+        assert c.post("/v1/admin/models/reload", headers=admin).json()["changed"] == []
+        assert home(c)["model_version"] == fresh
+        status = next(a for a in c.get("/v1/admin/models", headers=admin).json()["apps"] if a["app_id"] == "shop")
+        assert status["version"] == fresh
+        assert f"refused {bad_config}: " in status["last_error"] and "config: als.factors: must be at least 1" \
+            in status["last_error"]
         bundle.publish(artifacts, "shop", before)  # leave the module's bundle as it was
 
 
