@@ -1,49 +1,44 @@
-"""The serving view of an app's catalog: the bundle's items plus live changes from the API.
+"""The one live catalog of an app at serving time: the bundle's items plus live changes from the API.
 
-Request-time rules need fast masks (visible, in stock, category, audience), so they are kept as
-NumPy arrays built once per bundle. Item upserts (`PUT items/{id}`) arrive through Redis and are
-applied by a background sync: changes to trained items update the masks, and items published after
-training are kept as an overlay with content vectors from the hybrid's item features, which makes
-them recommendable without retraining.
+Every feed, search, fallback and the overload path read items through it. Positions are shared by
+all of them: 0..n_trained-1 are the bundle's items (the models' item indices), n_trained + j is the
+j-th item published after training. A request takes one `CatalogState` (`catalog.state`) and reads
+everything from it — titles, prices, the user's eligibility mask — so a concurrent update never
+shows it half a change.
+
+Item upserts (`PUT items/{id}`) arrive through Redis and are applied by a background sync (and at
+once by the worker that took the PUT): a change to a trained item replaces the arrays it touches; an
+item published after training joins the overlay of new items, with content vectors from the
+hybrid's item features when the bundle has a hybrid (feeds then score it without retraining).
+Listeners (the search index) are told of every applied batch.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from recsys.schema import CATEGORY_SEP, ITEMS, LIST_SEP
 from recsys.item_features import catalog_tokenizer, category_levels, content_keys, content_matrix
+from recsys.matrix import IdMap
 from recsys.models import TrainedModels
+from recsys.schema import CATEGORY_SEP, ITEMS, LIST_SEP
 from vocab.tokenizer import Tokenizer
 
+#: The fields of an item that feeds and search show or match on.
+TEXT_FIELDS = ("title", "brand", "category", "tags")
+#: Distinct combinations of audience-relevant profile values whose masks are kept per state.
+_MASK_CACHE = 1024
 
-def _as_bool(value: Any) -> bool:
-    """Booleans arrive from Redis as strings."""
+
+def as_bool(value: Any) -> bool:
+    """An item's `visible` as stored: booleans arrive from Redis as strings."""
+    if isinstance(value, bool):
+        return value
     return str(value).strip().lower() in ("true", "1", "yes")
-
-
-@dataclass
-class NewItems:
-    """Items published after training: metadata and hybrid content vectors."""
-
-    ids: list[str] = field(default_factory=list)
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
-    biases: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
-
-    def available(self) -> np.ndarray:
-        """Which of these items may be shown (visible and in stock)."""
-        return np.array([_as_bool(r["visible"]) and float(r["stock"]) > 0 for r in self.rows], dtype=bool)
-
-    def eligible(self, merchant_profile: dict[str, str]) -> np.ndarray:
-        """Which of these items this user may see by their audience (as `audience_masks` for trained items)."""
-        return np.array([audience_allows(str(r.get("audience") or ""), merchant_profile) for r in self.rows],
-                        dtype=bool)
 
 
 def parse_audience(rule: str) -> tuple[str, frozenset[str]]:
@@ -52,7 +47,7 @@ def parse_audience(rule: str) -> tuple[str, frozenset[str]]:
     return field_name, frozenset(v.strip() for v in values.split(LIST_SEP))
 
 
-def audience_allows(rule: str, merchant_profile: dict[str, str]) -> bool:
+def audience_allows(rule: str, merchant_profile: Mapping[str, str]) -> bool:
     """Whether a user with this merchant profile may see an item with this audience rule ("" = everyone)."""
     if not rule:
         return True
@@ -60,48 +55,204 @@ def audience_allows(rule: str, merchant_profile: dict[str, str]) -> bool:
     return merchant_profile.get(field_name, "") in allowed
 
 
+def in_category(path: str, category: str) -> bool:
+    """Whether an item's category path is `category` or below it."""
+    return path == category or path.startswith(category + CATEGORY_SEP)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True)
+class NewItems:
+    """Items published after training, in order of arrival; one immutable snapshot."""
+
+    ids: tuple[str, ...] = ()
+    #: Each item's full row (every column of the data contract).
+    rows: tuple[dict[str, Any], ...] = ()
+    #: The hybrid's content vectors and biases; None when the bundle has no hybrid.
+    vectors: np.ndarray | None = None
+    biases: np.ndarray | None = None
+    index: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def column(self, name: str) -> list[str]:
+        return [str(r.get(name) or "") for r in self.rows]
+
+    def visible(self) -> np.ndarray:
+        return np.array([as_bool(r["visible"]) for r in self.rows], dtype=bool)
+
+    def stock(self) -> np.ndarray:
+        return np.array([float(r["stock"] or 0) for r in self.rows], dtype=np.float64)
+
+    def prices(self) -> np.ndarray:
+        return np.array([float(r["price"] or 0) for r in self.rows], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class CatalogState:
+    """One consistent snapshot of the live catalog (see the module docstring for positions)."""
+
+    items: IdMap
+    titles: list[str]
+    categories: list[str]
+    brands: list[str]
+    tags: list[str]
+    audiences: list[str]
+    prices: np.ndarray
+    visible: np.ndarray
+    stock: np.ndarray
+    category_index: dict[str, np.ndarray]
+    #: Unique audience rules of trained items → (profile field, allowed values, item positions).
+    audience_rules: list[tuple[str, frozenset[str], np.ndarray]]
+    new: NewItems = field(default_factory=NewItems)
+    _masks: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    # --- positions -------------------------------------------------------------------------------
+    @property
+    def n_trained(self) -> int:
+        return len(self.titles)
+
+    def __len__(self) -> int:
+        return self.n_trained + len(self.new)
+
+    def position(self, item_id: str) -> int | None:
+        """The item's position, trained or new; None if the catalog does not have it."""
+        idx = self.items.get(item_id)
+        if idx is not None:
+            return idx
+        j = self.new.index.get(item_id)
+        return None if j is None else self.n_trained + j
+
+    def item_id(self, pos: int) -> str:
+        return self.items.ids[pos] if pos < self.n_trained else self.new.ids[pos - self.n_trained]
+
+    def _text(self, pos: int, name: str) -> str:
+        if pos < self.n_trained:
+            return getattr(self, _PLURAL[name])[pos]
+        return str(self.new.rows[pos - self.n_trained].get(name) or "")
+
+    def title(self, pos: int) -> str:
+        return self._text(pos, "title")
+
+    def category(self, pos: int) -> str:
+        return self._text(pos, "category")
+
+    def brand(self, pos: int) -> str:
+        return self._text(pos, "brand")
+
+    def price(self, pos: int) -> float:
+        if pos < self.n_trained:
+            return float(self.prices[pos])
+        return float(self.new.rows[pos - self.n_trained].get("price") or 0)
+
+    def row(self, pos: int) -> dict[str, Any]:
+        """The item's searchable text fields, id and price."""
+        return {"item_id": self.item_id(pos), **{f: self._text(pos, f) for f in TEXT_FIELDS},
+                "price": self.price(pos)}
+
+    def all_prices(self) -> np.ndarray:
+        return np.concatenate([self.prices, self.new.prices()]) if len(self.new) else self.prices
+
+    # --- masks over every position -----------------------------------------------------------------
+    def eligible(self, merchant_profile: Mapping[str, str], *, in_stock: bool = True) -> np.ndarray:
+        """Items this user may be shown: visible, in stock (unless `in_stock` is false) and within
+        their audience. A new writable array over every position (trained, then new)."""
+        trained = self.visible & (self.stock > 0) if in_stock else self.visible.copy()
+        trained &= self._audience_mask(merchant_profile)
+        if not len(self.new):
+            return trained
+        new = self.new.visible()
+        if in_stock:
+            new &= self.new.stock() > 0
+        new &= np.array([audience_allows(a, merchant_profile) for a in self.new.column("audience")], dtype=bool)
+        return np.concatenate([trained, new])
+
+    def _audience_mask(self, merchant_profile: Mapping[str, str]) -> np.ndarray:
+        """Trained items the profile's audience allows; cached per combination of the profile values
+        the rules look at (a member level, a store: few), read-only."""
+        signature = tuple(merchant_profile.get(name, "") for name, _, _ in self.audience_rules)
+        mask = self._masks.get(signature)
+        if mask is None:
+            mask = np.ones(self.n_trained, dtype=bool)
+            for name, allowed, idx in self.audience_rules:
+                if merchant_profile.get(name, "") not in allowed:
+                    mask[idx] = False
+            mask = _frozen(mask)
+            if len(self._masks) < _MASK_CACHE:  # bounded even if a rule's field takes free text
+                self._masks[signature] = mask
+        return mask
+
+    def restricted(self) -> np.ndarray:
+        """Items that have an audience at all (the exclusive shelf's candidates)."""
+        mask = np.zeros(len(self), dtype=bool)
+        for _, _, idx in self.audience_rules:
+            mask[idx] = True
+        mask[self.n_trained:] = [bool(a) for a in self.new.column("audience")]
+        return mask
+
+    def category_mask(self, category: str) -> np.ndarray | None:
+        """Items in the category path or below it; None if no item has that category."""
+        path = category.strip().strip(CATEGORY_SEP)
+        mask = np.zeros(len(self), dtype=bool)
+        members = self.category_index.get(path)
+        known = members is not None
+        if members is not None:
+            mask[members] = True
+        for j, item_category in enumerate(self.new.column("category")):
+            if in_category(item_category, path):
+                mask[self.n_trained + j] = known = True
+        return mask if known else None
+
+
+_PLURAL = {"title": "titles", "category": "categories", "brand": "brands", "tags": "tags"}
+
+
+def _category_index(categories: list[str]) -> dict[str, np.ndarray]:
+    index: dict[str, list[int]] = {}
+    for i, path in enumerate(categories):
+        for level in category_levels(path):
+            index.setdefault(level, []).append(i)
+    return {k: _frozen(np.array(v, dtype=np.int64)) for k, v in index.items()}
+
+
+def _audience_rules(audiences: list[str]) -> list[tuple[str, frozenset[str], np.ndarray]]:
+    rules: dict[str, list[int]] = {}
+    for i, rule in enumerate(audiences):
+        if rule:
+            rules.setdefault(rule, []).append(i)
+    return [(*parse_audience(rule), _frozen(np.array(idx, dtype=np.int64))) for rule, idx in rules.items()]
+
+
 class ServingCatalog:
-    """Masks and metadata of one loaded bundle's catalog, plus the live overlay."""
+    """The live catalog of one loaded bundle: `state` is the current snapshot."""
 
     def __init__(self, models: TrainedModels, edges: list[float]) -> None:
         self.models = models
         self.edges = edges
         cat = models.catalog
-        self.ids: list[str] = list(models.items.ids)
-        # plain lists: the request path reads them one item at a time, faster than NumPy object arrays
-        self.titles: list[str] = cat["title"].astype(str).tolist()
-        self.categories: list[str] = cat["category"].astype(str).tolist()
-        self.brands: list[str] = cat["brand"].astype(str).tolist()
-        self.prices = cat["price"].to_numpy(dtype=np.float64).copy()
-        self._bundle_visible = cat["visible"].astype(bool).to_numpy().copy()
-        self._bundle_stock = cat["stock"].to_numpy(dtype=np.float64).copy()
-        self.available = self._bundle_visible & (self._bundle_stock > 0)
-        self._category_index = self._build_category_index(self.categories)
-        self._audience = self._parse_audiences(cat["audience"].astype(str).tolist())
-        self._audience_cache: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
-        self.new = NewItems()
+        text = {name: cat[name].astype(str).tolist() for name in (*TEXT_FIELDS, "audience")}
+        self.state = CatalogState(
+            items=models.items, titles=text["title"], categories=text["category"], brands=text["brand"],
+            tags=text["tags"], audiences=text["audience"],
+            prices=_frozen(cat["price"].to_numpy(dtype=np.float64).copy()),
+            visible=_frozen(cat["visible"].astype(bool).to_numpy().copy()),
+            stock=_frozen(cat["stock"].to_numpy(dtype=np.float64).copy()),
+            category_index=_category_index(text["category"]), audience_rules=_audience_rules(text["audience"]))
         self._lock = threading.Lock()
         self._tokenizer: Tokenizer | None = None
-        #: Called with every batch of applied upserts (the search index follows the catalog this way).
-        self.listeners: list[Callable[[dict[str, dict[str, Any]]], None]] = []
+        #: Called with every applied batch of upserts and the state it produced (search follows the
+        #: catalog this way).
+        self.listeners: list[Callable[[dict[str, dict[str, Any]], CatalogState], None]] = []
 
-    # --- static structure -----------------------------------------------------------------
-    @staticmethod
-    def _build_category_index(categories: list[str]) -> dict[str, np.ndarray]:
-        index: dict[str, list[int]] = {}
-        for i, path in enumerate(categories):
-            for level in category_levels(path):
-                index.setdefault(level, []).append(i)
-        return {k: np.array(v, dtype=np.int64) for k, v in index.items()}
-
-    @staticmethod
-    def _parse_audiences(audiences: list[str]) -> list[tuple[str, frozenset[str], np.ndarray]]:
-        """Unique audience rules → (profile field, allowed values, item indices)."""
-        rules: dict[str, list[int]] = {}
-        for i, rule in enumerate(audiences):
-            if rule:
-                rules.setdefault(rule, []).append(i)
-        return [(*parse_audience(rule), np.array(idx)) for rule, idx in rules.items()]
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Trained items' ids (never change for a loaded bundle)."""
+        return self.models.items.ids
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -111,77 +262,74 @@ class ServingCatalog:
             self._tokenizer = catalog_tokenizer(self.models.catalog)
         return self._tokenizer
 
-    def category_items(self, category: str) -> np.ndarray | None:
-        """Indices of items in a category path or below it; None if the category is unknown."""
-        return self._category_index.get(category.strip().strip(CATEGORY_SEP))
-
-    def audience_masks(self, merchant_profile: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
-        """(eligible, restricted): items the user may see, and items that have an audience at all.
-
-        Read-only arrays, cached per combination of the profile values the audience rules look at
-        (few: a member level, a store), so a request does not rebuild two catalog-sized masks."""
-        signature = tuple(merchant_profile.get(field_name, "") for field_name, _, _ in self._audience)
-        masks = self._audience_cache.get(signature)
-        if masks is None:
-            eligible = np.ones(len(self.ids), dtype=bool)
-            restricted = np.zeros(len(self.ids), dtype=bool)
-            for field_name, allowed, idx in self._audience:
-                restricted[idx] = True
-                if merchant_profile.get(field_name, "") not in allowed:
-                    eligible[idx] = False
-            eligible.flags.writeable = restricted.flags.writeable = False
-            masks = (eligible, restricted)
-            if len(self._audience_cache) < 1024:  # bounded even if a rule's field takes free text
-                self._audience_cache[signature] = masks
-        return masks
-
-    # --- live changes -----------------------------------------------------------------------
     def apply_updates(self, updates: dict[str, dict[str, Any]]) -> int:
-        """Apply item upserts read from Redis; returns how many new items the overlay gained."""
-        fresh: list[tuple[str, dict[str, Any]]] = []
+        """Apply item upserts read from Redis (each the item's whole hash: every field ever PUT);
+        returns how many items the overlay of new items gained."""
         with self._lock:
-            for item_id, fields in updates.items():
-                idx = self.models.items.get(item_id)
-                if idx is not None:
-                    self._update_trained(idx, fields)
-                else:
-                    fresh.append((item_id, fields))
-            if fresh:
-                self._add_new(fresh)
+            before = self.state
+            trained = {i: f for i, f in updates.items() if before.items.get(i) is not None}
+            fresh = {i: f for i, f in updates.items() if before.items.get(i) is None}
+            state = _update_trained(before, trained) if trained else before
+            state = self._update_new(state, fresh) if fresh else state
+            self.state = state
         for listener in self.listeners:
-            listener(updates)
-        return len(fresh)
+            listener(updates, state)
+        return len(state.new) - len(before.new)
 
-    def _update_trained(self, idx: int, fields: dict[str, Any]) -> None:
-        """`fields` is the item's hash in Redis: every field ever PUT; a field never PUT keeps the
-        bundle's value (a price change must not un-hide a hidden or sold-out item)."""
-        visible = _as_bool(fields["visible"]) if "visible" in fields else bool(self._bundle_visible[idx])
-        stock = float(fields["stock"]) if "stock" in fields else float(self._bundle_stock[idx])
-        available = self.available.copy()  # replaced, not changed in place under readers
-        available[idx] = visible and stock > 0
-        self.available = available
-        if "price" in fields:
-            prices = self.prices.copy()
-            prices[idx] = float(fields["price"])
-            self.prices = prices
-
-    def _add_new(self, fresh: list[tuple[str, dict[str, Any]]]) -> None:
-        hybrid = self.models.hybrid
-        if hybrid is None:
-            return
-        tokenizer = self.tokenizer
-        known = {item_id: i for i, item_id in enumerate(self.new.ids)}
-        rows = list(self.new.rows)
-        ids = list(self.new.ids)
-        for item_id, fields in fresh:
-            row = {c.name: fields.get(c.name, "" if c.default is None else c.default) for c in ITEMS.columns}
-            row["item_id"] = item_id
-            if item_id in known:
-                rows[known[item_id]] = row
-            else:
+    def _update_new(self, state: CatalogState, fresh: dict[str, dict[str, Any]]) -> CatalogState:
+        """New items join (or change in) the overlay; a first upsert without a title and category is
+        ignored (the API refuses such an item, an incomplete row from Redis is skipped too)."""
+        new = state.new
+        rows, ids = list(new.rows), list(new.ids)
+        for item_id, fields in fresh.items():
+            j = new.index.get(item_id)
+            if j is None and not {"title", "category"} <= set(fields):
+                continue
+            base = rows[j] if j is not None else {c.name: "" if c.default is None else c.default
+                                                  for c in ITEMS.columns}
+            row = {**base, **{k: v for k, v in fields.items() if v is not None}, "item_id": item_id}
+            if j is None:
                 ids.append(item_id)
                 rows.append(row)
-        keys = [content_keys(r, self.edges, tokenizer) for r in rows]
-        vectors, biases = hybrid.item_vectors(content_matrix(keys, hybrid.item_vocab))
-        self.new = NewItems(ids, rows, vectors, biases)
+            else:
+                rows[j] = row
+        vectors = biases = None
+        hybrid = self.models.hybrid
+        if hybrid is not None and rows:
+            keys = [content_keys(r, self.edges, self.tokenizer) for r in rows]
+            vectors, biases = hybrid.item_vectors(content_matrix(keys, hybrid.item_vocab))
+        index = {item_id: j for j, item_id in enumerate(ids)}
+        return replace(state, new=NewItems(tuple(ids), tuple(rows), vectors, biases, index))
 
+
+def _update_trained(state: CatalogState, updates: dict[str, dict[str, Any]]) -> CatalogState:
+    """Changes to the bundle's items, on copies of what they touch (readers keep the old state). A
+    field never PUT keeps the bundle's value: a price change must not un-hide a hidden item."""
+    changes: dict[str, Any] = {}
+
+    def copy_of(name: str) -> Any:
+        if name not in changes:
+            value = getattr(state, name)
+            changes[name] = value.copy() if isinstance(value, np.ndarray) else list(value)
+        return changes[name]
+
+    for item_id, fields in updates.items():
+        idx = state.items.index[item_id]
+        if "visible" in fields:
+            copy_of("visible")[idx] = as_bool(fields["visible"])
+        if "stock" in fields:
+            copy_of("stock")[idx] = float(fields["stock"] or 0)
+        if "price" in fields:
+            copy_of("prices")[idx] = float(fields["price"] or 0)
+        for name in (*TEXT_FIELDS, "audience"):
+            plural = _PLURAL.get(name, "audiences")
+            if name in fields and str(fields[name] or "") != getattr(state, plural)[idx]:
+                copy_of(plural)[idx] = str(fields[name] or "")
+    for name, value in changes.items():
+        if isinstance(value, np.ndarray):
+            _frozen(value)
+    if "categories" in changes:
+        changes["category_index"] = _category_index(changes["categories"])
+    if "audiences" in changes:
+        changes["audience_rules"] = _audience_rules(changes["audiences"])
+    return replace(state, **changes, _masks={} if "audiences" in changes else state._masks)

@@ -17,41 +17,43 @@ feed (`repeat.mix_weight` > 0, learned on the merchant's future): their repeat s
 they are spared from the exclusions of seen and purchased items (`recsys/repeat.py`); the buy-again
 shelf ranks those past purchases alone.
 Scores of a path are z-scored over the catalog so that rules (fatigue, boosts) work in the same
-units for every path, and items published after training are scored by the hybrid and mapped into
-those units.
+units for every path. Items published after training are scored by the hybrid and mapped into those
+units; a bundle without a hybrid ranks them as a typical item (the median score), so a new item is
+never left out of the feeds that search already finds it in.
+
+Scores cover every position of one catalog snapshot (`recsys/catalog.py`: trained items, then new
+ones); the scene's rules (`recsys/rules.py`) then turn the user's eligibility and exclusions into
+-inf and order the page, the same way search does.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 
 from recsys.user_state import UserState
 from recsys.models import zscore
 from recsys.profiles import MERCHANT_NS, profile_keys
-from recsys.catalog import NewItems, ServingCatalog
+from recsys.catalog import CatalogState
 from recsys.repeat import MIN_REPEAT_GAP_S
-from recsys.rules import SceneRules
+from recsys.rules import SceneRules, UserItems, apply_rules, page_order
 from recsys.served import ServedModels
 
-T = TypeVar("T")
 _VERBS = {"view": "viewed", "click": "viewed", "favorite": "saved", "cart": "added to cart",
           "purchase": "bought", "rating": "rated"}
 
 
 @dataclass
 class Scored:
-    """Scores over the catalog and the overlay of new items, in z units, and how they were made."""
+    """Scores over every position of one catalog snapshot, in z units, and how they were made."""
 
-    catalog: np.ndarray
-    new: np.ndarray
-    #: The overlay of new items `new` scores (one snapshot: a concurrent PUT replaces the catalog's).
-    new_items: NewItems
+    scores: np.ndarray
+    #: The snapshot the scores are for (a concurrent PUT replaces the catalog's, not this one).
+    catalog: CatalogState
     strategy: str
     #: Item indices (and the event) the user's vector came from, for "because you viewed X".
     history: list[tuple[int, str]] = field(default_factory=list)
@@ -118,9 +120,9 @@ def _mix_repeats(app: ServedModels, user_id: str | None, state: UserState | None
     idx, scores, counts = past_purchases(app, user_id, state, min_gap_s=MIN_REPEAT_GAP_S)
     if not len(idx):
         return scored
-    mixed = np.array(scored.catalog, dtype=np.float64)
+    mixed = np.array(scored.scores, dtype=np.float64)
     mixed[idx] += repeat.settings.mix_weight * scores
-    scored.catalog, scored.repeat_items = mixed, counts
+    scored.scores, scored.repeat_items = mixed, counts
     scored.strategy += "+repeat"
     return scored
 
@@ -128,14 +130,14 @@ def _mix_repeats(app: ServedModels, user_id: str | None, state: UserState | None
 def buy_again_scored(app: ServedModels, user_id: str | None, state: UserState | None) -> Scored:
     """The buy-again shelf: the user's past purchases by repeat score, nothing else (a note says why
     when there are none)."""
-    new = app.catalog.new
-    scores = np.full(len(app.catalog.ids), -np.inf)
+    catalog = app.catalog.state
+    scores = np.full(len(catalog), -np.inf)
     idx, repeat, counts = past_purchases(app, user_id, state)
     scores[idx] = repeat
     note = None
     if not len(idx):
         note = "no past purchases known for this user" if user_id else "buy again needs a user_id"
-    return Scored(scores, np.full(len(new.ids), -np.inf), new, "buy-again", note=note, repeat_items=counts)
+    return Scored(scores, catalog, "buy-again", note=note, repeat_items=counts)
 
 
 def score_user(app: ServedModels, user_id: str | None, state: UserState | None) -> Scored:
@@ -146,7 +148,7 @@ def score_user(app: ServedModels, user_id: str | None, state: UserState | None) 
 
 def _score_path(app: ServedModels, user_id: str | None, state: UserState | None) -> Scored:
     """Pick the scoring path for this user and score every item."""
-    models = app.models
+    models, catalog = app.models, app.catalog.state
     user = models.users.get(user_id) if user_id else None
     recent_idx, recent_conf, recent_seen = _recent_items(app, state)
     keys = profile_keys(state.merchant_profile, state.platform_profile, app.scopes) if state else []
@@ -161,26 +163,31 @@ def _score_path(app: ServedModels, user_id: str | None, state: UserState | None)
             scores = known.user_scores(np.array([user]), models.user_items)[0]
             strategy = known.family
         seen = recent_seen + [(i, "view") for i in past[:50].tolist()]
-        return Scored(zscore(scores), *_new_item_scores(app, keys), strategy, seen, keys)
+        return Scored(_with_new_items(app, catalog, zscore(scores), keys), catalog, strategy, seen, keys)
     if keys:
-        return Scored(models.first_visit_scores(keys), *_new_item_scores(app, keys), "hybrid", [], keys)
+        return Scored(_with_new_items(app, catalog, models.first_visit_scores(keys), keys), catalog, "hybrid",
+                      [], keys)
     note = None
     if known is not None and not personal and (user is not None or len(recent_idx)):
         note = getattr(known, "reason", None) or None  # a known user served popularity on purpose
-    return Scored(app.popularity_z, *_new_item_scores(app, []), "popularity", note=note)
+    return Scored(_with_new_items(app, catalog, app.popularity_z, []), catalog, "popularity", note=note)
 
 
-def _new_item_scores(app: ServedModels, keys: list[str]) -> tuple[np.ndarray, NewItems]:
-    """Hybrid scores of items published after training, in z units of the hybrid's catalog scores,
-    and the overlay snapshot they score."""
-    new = app.catalog.new
+def _with_new_items(app: ServedModels, catalog: CatalogState, trained: np.ndarray, keys: list[str]) -> np.ndarray:
+    """The trained items' scores followed by the new items': the hybrid's, in z units of its catalog
+    scores, or without a hybrid the median of the trained items' scores (a typical item)."""
+    new = catalog.new
+    if not len(new):
+        return trained
     hybrid = app.models.hybrid
-    if not new.ids or hybrid is None:
-        return np.full(len(new.ids), -np.inf), new
-    user = hybrid.key_vector(keys)
-    mean, std = hybrid.catalog_moments(user)
-    fresh = new.vectors @ user + new.biases
-    return (fresh - mean) / max(std, 1e-9), new
+    if hybrid is not None and new.vectors is not None:
+        user = hybrid.key_vector(keys)
+        mean, std = hybrid.catalog_moments(user)
+        fresh = (new.vectors @ user + new.biases - mean) / max(std, 1e-9)
+    else:
+        finite = trained[np.isfinite(trained)]
+        fresh = np.full(len(new), float(np.median(finite)) if len(finite) else 0.0)
+    return np.concatenate([trained, fresh])
 
 
 def _anchors(app: ServedModels, scored: Scored, indices: list[int]) -> dict[int, tuple[int, str]]:
@@ -197,7 +204,7 @@ def _anchors(app: ServedModels, scored: Scored, indices: list[int]) -> dict[int,
 
 def _reasons(app: ServedModels, scored: Scored, indices: list[int]) -> list[str]:
     """The reason for each catalog item of a page."""
-    cat = app.catalog
+    cat = scored.catalog
     if scored.anchor_title is not None:
         return [f"related to {scored.anchor_title}"] * len(indices)
     anchors = _anchors(app, scored, indices)
@@ -211,11 +218,11 @@ def _reasons(app: ServedModels, scored: Scored, indices: list[int]) -> list[str]
         if bought:
             reasons.append("you bought this before" if bought == 1 else f"you bought this {bought} times")
         elif anchor is not None and anchor[0] != index:
-            reasons.append(f"because you {_VERBS.get(anchor[1], 'viewed')} {cat.titles[anchor[0]]}")
+            reasons.append(f"because you {_VERBS.get(anchor[1], 'viewed')} {cat.title(anchor[0])}")
         elif segment:
-            reasons.append(f"popular in {cat.categories[index]} {describe_segment(segment)}")
+            reasons.append(f"popular in {cat.category(index)} {describe_segment(segment)}")
         else:
-            reasons.append(f"popular in {cat.categories[index]}")
+            reasons.append(f"popular in {cat.category(index)}")
     return reasons
 
 
@@ -230,158 +237,74 @@ def describe_segment(key: str) -> str:
     return f"for your {column.replace('_', ' ')} ({value})"
 
 
+def user_items(app: ServedModels, user_id: str | None, state: UserState | None, catalog: CatalogState,
+               rules: SceneRules, repeat: dict[int, int] | None = None) -> UserItems | None:
+    """The user's items as the scene's rules need them (only what `rules` use is looked up)."""
+    if user_id is None and state is None:
+        return None
+    user = app.models.users.get(user_id) if user_id else None
+    seen: list[np.ndarray] = []
+    purchased: list[np.ndarray] = []
+    if rules.exclude_seen:
+        if user is not None:
+            seen.append(app.models.history(user)[0])
+        weights = app.event_weights
+        seen.append(_positions(catalog, (i for i, event, _ in state.recent if weights.get(event, 0.0) > 0)
+                               if state is not None else ()))
+    if rules.exclude_purchased is not False:
+        if app.models.repeat is not None and user_id:
+            purchased.append(app.models.repeat.history(user, state.recent if state else [], app.models.items)[0])
+        purchased.append(_positions(catalog, state.purchased if state is not None else ()))
+    shown: dict[int, int] = {}
+    if rules.fatigue_impressions and state is not None:
+        for item_id, count in state.shown.items():
+            pos = catalog.position(item_id)
+            if pos is not None:
+                shown[pos] = count
+    empty = np.zeros(0, dtype=np.int64)
+    return UserItems(np.concatenate(seen) if seen else empty, np.concatenate(purchased) if purchased else empty,
+                     shown, np.fromiter(repeat or (), dtype=np.int64, count=len(repeat or ())))
+
+
+def _positions(catalog: CatalogState, item_ids: Iterable[str]) -> np.ndarray:
+    found = [pos for i in item_ids if (pos := catalog.position(i)) is not None]
+    return np.array(found, dtype=np.int64)
+
+
 def rank(app: ServedModels, user_id: str | None, state: UserState | None, rules: SceneRules, *, n: int,
          offset: int, category: str | None = None, only_restricted: bool = False,
          scored: Scored | None = None, exclude: np.ndarray | None = None) -> tuple[list[Item], str, str | None]:
     """The page [offset, offset+n) of the ranked feed; returns (items, strategy, note)."""
-    cat = app.catalog
     scored = scored or score_user(app, user_id, state)
-    scores = np.array(scored.catalog, dtype=np.float64)  # a copy: the rules below change it
-    merchant = state.merchant_profile if state else {}
-    eligible, restricted = cat.audience_masks(merchant)
-    allowed = cat.available & eligible
+    cat = scored.catalog
+    allowed = cat.eligible(state.merchant_profile if state else {})
     if only_restricted:
-        allowed &= restricted
+        allowed &= cat.restricted()
     note = None
     if category:
-        members = cat.category_items(category)
+        members = cat.category_mask(category)
         if members is None:
             note = f"unknown category {category!r}"
-            members = np.zeros(0, dtype=np.int64)
-        in_category = np.zeros(len(scores), dtype=bool)
-        in_category[members] = True
-        allowed &= in_category
+            members = np.zeros(len(cat), dtype=bool)
+        allowed &= members
     if exclude is not None:
         allowed[exclude] = False
-    user = app.models.users.get(user_id) if user_id else None
-    # repurchase candidates stay unless the scene's rules exclude purchases explicitly
-    spared = allowed.copy() if scored.repeat_items and rules.exclude_purchased is not True else None
-    if rules.exclude_purchased is not False and state is not None:
-        for item_id in state.purchased:
-            i = app.models.items.get(item_id)
-            if i is not None:
-                allowed[i] = False
-    if rules.exclude_seen:
-        if user is not None:
-            allowed[app.models.history(user)[0]] = False
-        weights = app.event_weights
-        for item_id, event, _ts in state.recent if state is not None else ():
-            i = app.models.items.get(item_id)
-            if i is not None and weights.get(event, 0.0) > 0:
-                allowed[i] = False
-    if spared is not None:
-        keep = np.fromiter(scored.repeat_items, dtype=np.int64, count=len(scored.repeat_items))
-        allowed[keep] = spared[keep]
-    if rules.fatigue_impressions and state is not None:
-        for item_id, count in state.shown.items():
-            i = app.models.items.get(item_id)
-            if i is not None and count >= rules.fatigue_impressions:
-                scores[i] -= rules.fatigue_penalty
-    for item_id, boost in rules.boosted.items():
-        i = app.models.items.get(item_id)
-        if i is not None:
-            scores[i] += boost
-    scores[~allowed] = -np.inf
-
-    # merge the overlay of new items (not in the category index: matched by their path)
-    new = scored.new_items
-    new_scores = scored.new.copy()
-    if len(new_scores):
-        ok = new.available() & new.eligible(merchant)  # a member-only new item is for its audience only
-        if category:
-            prefix = category.strip().strip("/")
-            ok &= np.array([str(r["category"]) == prefix or str(r["category"]).startswith(prefix + "/")
-                            for r in new.rows], dtype=bool)
-        if only_restricted:
-            ok &= np.array([bool(r["audience"]) for r in new.rows], dtype=bool)
-        new_scores[~ok] = -np.inf
-
-    want = offset + n
-    order = _ordered_candidates(scores, new_scores, want, n, rules, cat, new)
-    page = order[offset:want]
-    reasons = iter(_reasons(app, scored, [index for source, index, _ in page if source == "item"]))
+    user = user_items(app, user_id, state, cat, rules, scored.repeat_items)
+    scores = apply_rules(scored.scores, allowed, rules, cat, user)
+    order, n_pinned = page_order(scores, rules, cat, offset + n, n)
+    page = [(k < n_pinned, pos) for k, pos in enumerate(order)][offset:offset + n]
+    reasons = iter(_reasons(app, scored, [pos for pin, pos in page if not pin and pos < cat.n_trained]))
     items = []
-    for source, index, score in page:
-        if source == "pin":
-            items.append(_catalog_item(app, index, score, "featured"))
-        elif source == "new":
-            row = new.rows[index]
-            items.append(Item(new.ids[index], round(float(score), 4), f"new in {row['category']}",
-                              str(row["title"]), str(row["category"]), float(row["price"] or 0)))
+    for pin, pos in page:
+        if pin:
+            reason = "featured"
+        elif pos >= cat.n_trained:
+            reason = f"new in {cat.category(pos)}"
         else:
-            items.append(_catalog_item(app, index, score, next(reasons)))
+            reason = next(reasons)
+        items.append(Item(cat.item_id(pos), round(float(scores[pos]), 4), reason, cat.title(pos), cat.category(pos),
+                          cat.price(pos)))
     return items, scored.strategy, note or scored.note
-
-
-def _catalog_item(app: ServedModels, index: int, score: float, reason: str) -> Item:
-    cat = app.catalog
-    return Item(cat.ids[index], round(score, 4), reason, cat.titles[index], cat.categories[index],
-                float(cat.prices[index]))
-
-
-def _ordered_candidates(scores: np.ndarray, new_scores: np.ndarray, want: int, page_size: int,
-                        rules: SceneRules, cat: ServingCatalog, new: NewItems) -> list[tuple[str, int, float]]:
-    """Pinned items first, then best scores, with at most K per category / brand in each page of n."""
-    pinned = []
-    for item_id in rules.pinned:
-        i = cat.models.items.get(item_id)
-        if i is not None and np.isfinite(scores[i]):
-            pinned.append(("pin", i, float(scores[i])))
-            scores[i] = -np.inf
-    pool = min(len(scores), max(want * 4, 60))  # enough to fill capped pages; fewer Python objects
-    top = np.argpartition(-scores, pool - 1)[:pool] if pool < len(scores) else np.arange(len(scores))
-    top = top[np.argsort(-scores[top], kind="stable")]
-    top = top[np.isfinite(scores[top])]
-    merged = [("item", i, s) for i, s in zip(top.tolist(), scores[top].tolist())]
-    fresh = [("new", j, s) for j, s in enumerate(new_scores.tolist()) if math.isfinite(s)]
-    if fresh:
-        merged = sorted(merged + fresh, key=lambda c: -c[2])
-    if not (rules.max_per_category or rules.max_per_brand):
-        return pinned + merged[: max(want - len(pinned), 0)]
-    return pinned + _diversify(merged, want - len(pinned), page_size, rules, cat, new)
-
-
-def _diversify(candidates: list[tuple[str, int, float]], want: int, page_size: int, rules: SceneRules,
-               cat: ServingCatalog, new: NewItems) -> list[tuple[str, int, float]]:
-    """The candidates in diversified order (see `diverse_order`)."""
-    def keys(c: tuple[str, int, float]) -> tuple[str, str]:
-        if c[0] == "new":
-            row = new.rows[c[1]]
-            return str(row["category"]), str(row["brand"])
-        return cat.categories[c[1]], cat.brands[c[1]]
-
-    return [candidates[k] for k in diverse_order(candidates, keys, want, page_size, rules)]
-
-
-def diverse_order(candidates: Sequence[T], keys: Callable[[T], tuple[str, str]], want: int, page_size: int,
-                  rules: SceneRules) -> list[int]:
-    """Positions of the first `want` candidates (best first) in greedy pages of `page_size`: an item
-    over its page's category / brand cap (`keys` gives both) waits for the next page."""
-    max_cat, max_brand = rules.max_per_category, rules.max_per_brand
-    out: list[int] = []
-    waiting = list(range(len(candidates)))
-    while waiting and len(out) < want:
-        per_cat: dict[str, int] = {}
-        per_brand: dict[str, int] = {}
-        page: list[int] = []
-        deferred: list[int] = []
-        for position, k in enumerate(waiting):
-            if len(page) >= page_size:
-                deferred += waiting[position:]
-                break
-            category, brand = keys(candidates[k])
-            if (max_cat and per_cat.get(category, 0) >= max_cat) or (
-                    max_brand and brand and per_brand.get(brand, 0) >= max_brand):
-                deferred.append(k)
-                continue
-            per_cat[category] = per_cat.get(category, 0) + 1
-            per_brand[brand] = per_brand.get(brand, 0) + 1
-            page.append(k)
-        if not page:  # only capped items are left: relax rather than return a short page
-            page, deferred = deferred[: page_size], deferred[page_size:]
-        out += page
-        waiting = deferred
-    return out[:want]
 
 
 def related_scored(app: ServedModels, item_id: str, user: Scored | None, user_weight: float = 0.5) -> Scored | None:
@@ -390,17 +313,17 @@ def related_scored(app: ServedModels, item_id: str, user: Scored | None, user_we
     Trained items use the bundle's neighbours; an item published after training uses content
     similarity; an unknown item gives None (the caller falls back to the home feed).
     """
-    models, cat = app.models, app.catalog
-    new = cat.new  # one snapshot of the overlay for the whole shelf
-    n_items = len(cat.ids)
+    models, cat = app.models, app.catalog.state  # one snapshot for the whole shelf
+    new = cat.new
+    n_items = cat.n_trained
     index = models.items.get(item_id)
     if index is not None and models.related is not None:
         neighbours = models.related.neighbours[index]
         sims = models.related.scores[index][neighbours >= 0].astype(np.float64)
         neighbours = neighbours[neighbours >= 0]
-        title = str(cat.titles[index])
-    elif item_id in new.ids and models.content_vectors is not None:
-        j = new.ids.index(item_id)
+        title = cat.title(index)
+    elif item_id in new.index and models.content_vectors is not None and new.vectors is not None:
+        j = new.index[item_id]
         unit = models.content_vectors / np.maximum(np.linalg.norm(models.content_vectors, axis=1, keepdims=True), 1e-12)
         vec = new.vectors[j] / max(float(np.linalg.norm(new.vectors[j])), 1e-12)
         all_sims = unit @ vec
@@ -410,10 +333,10 @@ def related_scored(app: ServedModels, item_id: str, user: Scored | None, user_we
         title = str(new.rows[j]["title"])
     else:
         return None
-    scores = np.full(n_items, -np.inf)
+    scores = np.full(len(cat), -np.inf)
     if len(neighbours):
         scores[neighbours] = zscore(sims) if len(sims) > 1 else 0.0
         if user is not None:
-            scores[neighbours] += user_weight * user.catalog[neighbours]
+            scores[neighbours] += user_weight * user.scores[neighbours]
     strategy = "related+user" if user is not None else "related"
-    return Scored(scores, np.full(len(new.ids), -np.inf), new, strategy, anchor_title=title)
+    return Scored(scores, cat, strategy, anchor_title=title)

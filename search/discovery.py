@@ -9,12 +9,14 @@ Hot queries fill in when the user gives us nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from vocab.queries import normalize_query
-from recsys.user_state import UserState
+from recsys.profiles import profile_keys
 from recsys.schema import CATEGORY_SEP, LIST_SEP
+from recsys.served import ServedModels
+from recsys.user_state import UserState
 from search.query_log import QueryStats
 from search.settings import SearchSettings
 
@@ -34,20 +36,37 @@ class UserSignals:
         return list(dict.fromkeys(t for t in tops if t))
 
 
-def user_signals(state: UserState | None, category_of: Callable[[str], str | None],
-                 profile_keys: Sequence[str], modelled: Sequence[str] = ()) -> UserSignals:
-    """Signals from a user's real-time state; `category_of` maps an item id to its category path,
-    `profile_keys` are the user's consented profile keys (`p.interests=美妆`), `modelled` the
-    strongest categories of the user's training history (known users)."""
+def user_signals(app: ServedModels, state: UserState | None, user_id: str | None) -> UserSignals:
+    """The user's search signals: categories of their recent events (read from the app's live
+    catalog), recent queries, consented profile interests, and the strongest categories of a known
+    user's training history."""
+    modelled = modelled_categories(app, user_id)
     if state is None:
-        return UserSignals(modelled=list(modelled))
-    categories = [c for item, _event, _ts in state.recent if (c := category_of(item))]
-    interests = [value for key in profile_keys for name, _, value in [key.partition("=")]
+        return UserSignals(modelled=modelled)
+    catalog = app.catalog.state
+    categories = [catalog.category(pos) for item, _event, _ts in state.recent
+                  if (pos := catalog.position(item)) is not None]
+    keys = profile_keys(state.merchant_profile, state.platform_profile, app.scopes)
+    interests = [value for key in keys for name, _, value in [key.partition("=")]
                  if name.rsplit(".", 1)[-1] == "interests"]
     interests = [v.strip() for value in interests for v in value.split(LIST_SEP) if v.strip()]
     queries = [normalize_query(q) for q in state.recent_queries if q.strip()]
-    return UserSignals(list(dict.fromkeys(queries)), list(dict.fromkeys(categories)), list(dict.fromkeys(interests)),
-                       list(modelled))
+    return UserSignals(list(dict.fromkeys(queries)), list(dict.fromkeys(c for c in categories if c)),
+                       list(dict.fromkeys(interests)), modelled)
+
+
+def modelled_categories(app: ServedModels, user_id: str | None, n: int = 5) -> list[str]:
+    """A known user's strongest categories in the training data (the app's own events, weighted as
+    the models weigh them), so shading and discovery know them before any event of this session."""
+    user = app.models.users.get(user_id) if user_id else None
+    if user is None:
+        return []
+    items, weights = app.models.history(user)
+    categories = app.catalog.state.categories
+    totals: dict[str, float] = {}
+    for item, weight in zip(items.tolist(), weights.tolist()):
+        totals[categories[item]] = totals.get(categories[item], 0.0) + weight
+    return sorted(totals, key=lambda path: (-totals[path], path))[:n]
 
 
 def _leaf(path: str) -> str:

@@ -21,7 +21,8 @@ from recsys.config import config_from_dict
 from recsys.catalog import ServingCatalog
 from recsys.models import TrainedModels
 from recsys.served import ServedModels
-from serving.search_state import SearchState
+from search.state import SearchState
+from serving.server_config import SearchSettingsFile
 
 log = logging.getLogger("minirec.registry")
 
@@ -33,8 +34,10 @@ class LoadedApp(ServedModels):
     app_id: str = ""
     version: str = ""
     loaded_at: float = field(default_factory=time.time)
-    #: Search index, query statistics and live item state; None for a bundle without a search index.
+    #: Search index, query statistics and direct hits; None for a bundle without a search index.
     search: SearchState | None = None
+    #: The app's search.toml (next to its bundles), re-read when it changes.
+    search_settings: SearchSettingsFile = field(default=None)  # type: ignore[assignment]  # set by load
 
     @classmethod
     def load(cls, app_id: str, loaded: bundle.Bundle) -> "LoadedApp":
@@ -42,7 +45,8 @@ class LoadedApp(ServedModels):
         cfg = config_from_dict(loaded.manifest["config"])
         catalog = ServingCatalog(models, cfg.hybrid.price_bands)
         return cls(models=models, catalog=catalog, event_weights=dict(cfg.events.weights), scopes=cfg.scope_map(),
-                   app_id=app_id, version=loaded.version, search=SearchState.load(loaded, catalog))
+                   app_id=app_id, version=loaded.version, search=SearchState.load(loaded, catalog),
+                   search_settings=SearchSettingsFile(Path(loaded.path).parent))
 
 
 @dataclass

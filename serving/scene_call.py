@@ -1,5 +1,5 @@
 """A request's scene and the user's experiment variant: the rules, personalization and request_id
-that follow from them (serving/experiments.py parses and buckets), and the cheap path an overloaded
+that follow from them (vocab/experiments.py parses and buckets), and the cheap path an overloaded
 worker takes (serving/overload.py)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import dataclasses
 
 from recsys.rules import SceneRules
 from serving.deps import Served
-from serving.experiments import Experiment, Variant, request_id
+from vocab.experiments import Experiment, Variant, request_id
 
 OVERLOADED_NOTE = "server overloaded: ranked without personalization"
 

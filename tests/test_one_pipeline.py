@@ -39,8 +39,7 @@ def test_pipeline_ranks_known_users_as_the_batch_scores_do(mall, family):
     rows = models.users.lookup(users)
     scores = models.known_user_scores(rows).astype(np.float64)
     for r, state in enumerate(states):  # the pipeline's always-on rules: availability and audience
-        eligible, _ = served.catalog.audience_masks(state.merchant_profile)
-        scores[r, ~(served.catalog.available & eligible)] = -np.inf
+        scores[r, ~served.catalog.state.eligible(state.merchant_profile)] = -np.inf
     batch = blocked_top_k(len(rows), 10, lambda r: scores[r], models.user_items[rows])[0]
     # equal up to ties: same items at every rank where scores differ
     same = (served_recs == batch).mean()

@@ -189,10 +189,10 @@ def test_reading_can_be_switched_off_per_app(client, tmp_path):
     settings = Path(client.app.state.ctx.config.artifacts) / "shop" / "search.toml"
     settings.write_text("interpret = false\n")
     try:
-        state = client.app.state.ctx.registry.get("shop").search
-        state.settings_file._checked = 0.0  # re-read now rather than within a second
+        state = client.app.state.ctx.registry.get("shop").search_settings
+        state._checked = float("-inf")  # re-read now rather than within a second
         assert search(client, q="huawei shouji", n=5)["interpreted_as"] is None
     finally:
         settings.unlink()
-        state.settings_file._checked = 0.0
+        state._checked = float("-inf")
     assert search(client, q="huawei shouji", n=5)["interpreted_as"] is not None

@@ -39,10 +39,11 @@ def post_events(ctx: Context, app_id: AppId, body: EventsIn) -> EventsOut:
         try:
             event = EventIn.model_validate(raw)
             category, amount = None, event.amount
-            if event.item_id and loaded is not None and (i := loaded.models.items.get(event.item_id)) is not None:
-                category = str(loaded.catalog.categories[i])
+            catalog = loaded.catalog.state if loaded is not None else None
+            if event.item_id and catalog is not None and (i := catalog.position(event.item_id)) is not None:
+                category = catalog.category(i)
                 if amount is None and event.type == "purchase":
-                    amount = float(loaded.catalog.prices[i])
+                    amount = catalog.price(i)
             source = event.source or ("typed" if event.type == "search" else None)
             records.append(EventRecord(event_id=event.event_id, user_id=event.user_id, type=event.type,
                                        ts=event.ts if event.ts is not None else now, item_id=event.item_id,

@@ -10,21 +10,20 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from recsys.user_state import UserState
-from recsys.profiles import profile_keys
 from search.discovery import UserSignals, discover, shading, user_signals
 from search.hot import hot_list
+from search.rank import POOL, SearchParams, search_page
+from search.state import HOT_FETCH, HOT_TTL_S, LiveHot, SearchState
 from search.suggest import suggest as suggest_terms
 from serving.context import ServingContext
 from serving.deps import App
 from serving.errors import ApiError
 from serving.registry import LoadedApp
-from serving.routes.recommend import UserId, user_state
-from serving.experiments import request_id
+from serving.request import UserId, user_state
 from serving.scene_call import OVERLOADED_NOTE, scene_call
-from serving.search_rank import POOL, SearchParams, search_page
 from serving.search_schemas import (ChipOut, DiscoverOut, HotOut, HotQueryOut, SearchOut, ShadingOut,
                                     SuggestionOut, SuggestOut)
-from serving.search_state import HOT_FETCH, HOT_TTL_S, LiveHot, SearchState
+from vocab.experiments import request_id
 
 router = APIRouter(prefix="/v1/apps/{app_id}/search", tags=["search"])
 
@@ -38,35 +37,6 @@ def _search_state(loaded: LoadedApp) -> SearchState:
         raise ApiError(503, "unavailable", f"model {loaded.version} has no search index; retrain the app "
                                            "(`minirec train`) to build one")
     return loaded.search
-
-
-def _signals(loaded: LoadedApp, state: UserState | None, user_id: str | None) -> UserSignals:
-    """The user's search signals: categories of recent events, recent queries, profile interests."""
-    search = loaded.search
-
-    def category_of(item_id: str) -> str | None:
-        i = loaded.models.items.get(item_id)
-        if i is not None:
-            return str(loaded.catalog.categories[i])
-        doc = search.new_docs.get(item_id) if search is not None else None
-        return str(search.rows[doc]["category"]) if doc is not None else None
-
-    keys = profile_keys(state.merchant_profile, state.platform_profile, loaded.scopes) if state else []
-    return user_signals(state, category_of, keys, modelled_categories(loaded, user_id))
-
-
-def modelled_categories(loaded: LoadedApp, user_id: str | None, n: int = 5) -> list[str]:
-    """A known user's strongest categories in the training data (the app's own events, weighted as
-    the models weigh them), so shading and discovery know them before any event of this session."""
-    user = loaded.models.users.get(user_id) if user_id else None
-    if user is None:
-        return []
-    items, weights = loaded.models.history(user)
-    totals: dict[str, float] = {}
-    for item, weight in zip(items.tolist(), weights.tolist()):
-        path = str(loaded.catalog.categories[item])
-        totals[path] = totals.get(path, 0.0) + weight
-    return sorted(totals, key=lambda path: (-totals[path], path))[:n]
 
 
 async def _search_box_state(ctx: ServingContext, app_id: str, user_id: str | None) -> tuple[UserState | None, bool]:
@@ -85,9 +55,10 @@ async def _live_hot(ctx: ServingContext, app_id: str, search: SearchState, max_a
     return search.store_hot(None if degraded else rows or [])
 
 
-async def _hot_names(ctx: ServingContext, app_id: str, search: SearchState, n: int = 20) -> tuple[list[str], bool]:
+async def _hot_names(ctx: ServingContext, app_id: str, loaded: LoadedApp, n: int = 20) -> tuple[list[str], bool]:
+    search = _search_state(loaded)
     live = await _live_hot(ctx, app_id, search)
-    rows, _ = hot_list(live.rows, search.stats.popular, search.settings, n)
+    rows, _ = hot_list(live.rows, search.stats.popular, loaded.search_settings.get(), n)
     return [q for q, _ in rows], live.rows is None
 
 
@@ -118,10 +89,10 @@ async def search(app: App,
     params = SearchParams(q, n, offset, category, price_min, price_max, in_stock)
     call = scene_call(app, "search", user_id)
     state, degraded = await user_state(ctx, app_id, user_id, call)
-    settings = search_state.settings
+    settings = loaded.search_settings.get()
     if call.variant is not None and call.variant.personal_weight is not None:
         settings = dataclasses.replace(settings, personal_weight=call.variant.personal_weight)
-    signals = _signals(loaded, state, user_id) if call.personalized else UserSignals()
+    signals = user_signals(loaded, state, user_id) if call.personalized else UserSignals()
     page = search_page(loaded, search_state, user_id, state, signals, params, settings,
                        call.rules(app), personalized=call.personalized)
     direct = None
@@ -157,10 +128,10 @@ async def suggest(app: App,
         state, degraded, signals = None, True, UserSignals()
     else:
         state, degraded = await _search_box_state(ctx, app_id, user_id)
-        signals = _signals(loaded, state, user_id)
+        signals = user_signals(loaded, state, user_id)
     live = await _live_hot(ctx, app_id, search_state)
     indexes = [search_state.suggest] + ([live.index] if live.index is not None else [])
-    settings = search_state.settings
+    settings = loaded.search_settings.get()
     found = suggest_terms(prefix, indexes, n + len(settings.blocklist), signals.recent_queries, signals.top_levels())
     allowed = [s for s in found if not settings.blocked(s.text)][:n]
     return SuggestOut(request_id=request_id("suggest"), model_version=loaded.version, degraded=degraded or live.rows is None,
@@ -174,7 +145,7 @@ async def hot(app: App,
     the training log's popular queries while there are no live searches or Redis is unreachable."""
     ctx, app_id, loaded = app.ctx, app.app_id, app.loaded
     search_state = _search_state(loaded)
-    settings = search_state.settings
+    settings = loaded.search_settings.get()
     live = await _live_hot(ctx, app_id, search_state, max_age_s=0.0)  # once per page view: read fresh
     rows, source = hot_list(live.rows, search_state.stats.popular, settings, n)
     return HotOut(request_id=request_id("hot"), model_version=loaded.version, degraded=live.rows is None,
@@ -189,9 +160,9 @@ async def shading_word(app: App, user_id: UserId = None) -> ShadingOut:
     search_state = _search_state(loaded)
     call = scene_call(app, "shading", user_id)
     state, degraded = await _search_box_state(ctx, app_id, user_id) if call.personalized else (None, call.overloaded)
-    names, hot_degraded = await _hot_names(ctx, app_id, search_state)
-    signals = _signals(loaded, state, user_id) if call.personalized else UserSignals()
-    found = shading(search_state.stats, signals, names, search_state.settings)
+    names, hot_degraded = await _hot_names(ctx, app_id, loaded)
+    signals = user_signals(loaded, state, user_id) if call.personalized else UserSignals()
+    found = shading(search_state.stats, signals, names, loaded.search_settings.get())
     query, source, reason = found if found else (None, None, None)
     return ShadingOut(request_id=call.request_id(), model_version=loaded.version, degraded=degraded or hot_degraded,
                       query=query, source=source, reason=reason, **call.fields())
@@ -206,8 +177,8 @@ async def discover_chips(app: App, user_id: UserId = None,
     search_state = _search_state(loaded)
     call = scene_call(app, "discover", user_id)
     state, degraded = await _search_box_state(ctx, app_id, user_id) if call.personalized else (None, call.overloaded)
-    names, hot_degraded = await _hot_names(ctx, app_id, search_state)
-    signals = _signals(loaded, state, user_id) if call.personalized else UserSignals()
-    chips = discover(search_state.stats, signals, names, search_state.settings, n)
+    names, hot_degraded = await _hot_names(ctx, app_id, loaded)
+    signals = user_signals(loaded, state, user_id) if call.personalized else UserSignals()
+    chips = discover(search_state.stats, signals, names, loaded.search_settings.get(), n)
     return DiscoverOut(request_id=call.request_id(), model_version=loaded.version, degraded=degraded or hot_degraded,
                        items=[ChipOut(query=q, reason=r) for q, r in chips], **call.fields())

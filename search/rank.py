@@ -16,10 +16,13 @@ Score of a result (`strategy` says which applied):
   a containing query, else category names sharing its characters, else the user's own interests),
   ranked by the user's affinity (popularity for anonymous visitors), marked `fallback: true`.
 
-The search scene's rules (minirec.toml `[apps.<id>.scenes.search]`) then apply to the matches only:
-boosts and fatigue move items within them, pinned items that match come first, category / brand caps
-diversify each page; by default none is set and purchased items stay findable (people search to
-buy again).
+Which items may appear at all is the live catalog's eligibility mask for the user (visible, in
+stock unless `in_stock=false`, audience), the same mask every feed uses. The search scene's rules
+(minirec.toml `[apps.<id>.scenes.search]`) then apply to the matches through the feeds' rules
+function (`recsys/rules.py`): exclusions of seen and purchased items with the feeds' meaning, boosts
+and fatigue in standard deviations of the matches' scores, pinned items that match first, category /
+brand caps per page; by default none is set and purchased items stay findable (people search to buy
+again).
 
 Every page of one query comes from the same deterministic ranking (ties broken by item position),
 so pagination is stable and pages are disjoint.
@@ -28,21 +31,23 @@ so pagination is stable and pages are disjoint.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from recsys.user_state import UserState
+from recsys.catalog import CatalogState
+from recsys.pipeline import Item, Scored, score_user, user_items
+from recsys.rules import DEFAULTS, SceneRules, apply_rules, page_order
 from recsys.schema import CATEGORY_SEP
+from recsys.served import ServedModels
+from recsys.user_state import UserState
 from search.discovery import UserSignals
 from search.interpret import Reading
 from search.settings import SearchSettings
+from search.state import Direct, SearchState
 from search.suggest import key_of
 from vocab.tokenizer import normalize
-from recsys.pipeline import Item, Scored, diverse_order, score_user
-from serving.registry import LoadedApp
-from serving.scenes import DEFAULTS, SceneRules
-from serving.search_state import Direct, SearchState
 
 #: Matches ranked per query: pages come from this pool, so offset + n must stay within it.
 POOL = 600
@@ -88,62 +93,46 @@ def coverage(state: SearchState, tokens: list[str]) -> float:
     return len(known) / len(units)
 
 
-def _affinity(app: LoadedApp, state: SearchState, scored: Scored, docs: np.ndarray) -> np.ndarray:
-    """The user's z-scored affinity for documents (new items through the hybrid, 0 if unscored)."""
+def _affinity(scored: Scored, docs: np.ndarray) -> np.ndarray:
+    """The user's z-scored affinity for documents (catalog positions; 0 where unscored)."""
     out = np.zeros(len(docs))
-    base = docs < state.n_base
-    out[base] = scored.catalog[docs[base]]
-    if (~base).any():
-        position = {item_id: j for j, item_id in enumerate(scored.new_items.ids)}
-        for k in np.flatnonzero(~base):
-            j = position.get(state.item_id(int(docs[k])))
-            if j is not None and j < len(scored.new) and np.isfinite(scored.new[j]):
-                out[k] = scored.new[j]
+    inside = docs < len(scored.scores)  # a document newer than the scores' snapshot
+    out[inside] = scored.scores[docs[inside]]
     out[~np.isfinite(out)] = 0.0
     return out
 
 
-def _order(docs: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Best score first, ties by document id (deterministic across pages)."""
-    return np.lexsort((docs, -scores))
-
-
-def _match_reason(state: SearchState, doc: int, query_tokens: list[str]) -> str:
+def _match_reason(state: SearchState, catalog: CatalogState, doc: int, query_tokens: list[str]) -> str:
     """"matches 华为 in brand, 手机 in title": the query's words found in the item, longest form only
     (search mode also yields the parts of a word, e.g. 西门 and 门子 of 西门子). A substring test on
     the normalized field text, not a re-tokenization: it only explains, the index has already ranked."""
-    texts = state.normalized_fields(doc)
+    texts = state.normalized_fields(catalog, doc)
     matched = {t: f for t in dict.fromkeys(query_tokens)
                if (f := next((f for f in texts if t in texts[f]), None)) is not None}
     shown = [f"{t} in {f}" for t, f in matched.items() if not any(t != o and t in o for o in matched)]
     return "matches " + ", ".join(shown[:3]) if shown else "matches your search"
 
 
-def _item(state: SearchState, doc: int, score: float, reason: str, prices: np.ndarray) -> Item:
-    row = state.row(doc)
-    return Item(state.item_id(doc), round(float(score), 6), reason, str(row["title"]), str(row["category"]),
-                float(prices[doc]))
-
-
-def allowed_mask(state: SearchState, user_state: UserState | None, params: SearchParams) -> tuple[np.ndarray, str | None]:
+def allowed_mask(catalog: CatalogState, user_state: UserState | None,
+                 params: SearchParams) -> tuple[np.ndarray, str | None]:
     """Items the user may see under the request's filters; a note for an unknown category."""
-    mask = state.base_mask(user_state.merchant_profile if user_state else {}, params.in_stock)
-    n = len(mask)
+    mask = catalog.eligible(user_state.merchant_profile if user_state else {}, in_stock=params.in_stock)
     if params.price_min is not None or params.price_max is not None:
-        prices = state.prices()[:n]
+        prices = catalog.all_prices()
         if params.price_min is not None:
             mask &= prices >= params.price_min
         if params.price_max is not None:
             mask &= prices <= params.price_max
     if params.category:
-        in_category, known = state.category_mask(params.category, n)
-        if not known:
-            return np.zeros(n, dtype=bool), f"unknown category {params.category!r}"
+        in_category = catalog.category_mask(params.category)
+        if in_category is None:
+            return np.zeros(len(mask), dtype=bool), f"unknown category {params.category!r}"
         mask &= in_category
     return mask, None
 
 
-def fallback_categories(state: SearchState, query: str, signals: UserSignals) -> tuple[list[tuple[str, float]], bool]:
+def fallback_categories(state: SearchState, catalog: CatalogState, query: str,
+                        signals: UserSignals) -> tuple[list[tuple[str, float]], bool]:
     """(category path or top level, weight) the query is closest to ([] when nothing relates), and
     whether they came from the user rather than the query (then they are not named to the app: the
     user's interests may be the platform's)."""
@@ -152,7 +141,7 @@ def fallback_categories(state: SearchState, query: str, signals: UserSignals) ->
         return near, False
     chars = set(query)
     by_name = []
-    for path in sorted(set(state.catalog.categories)):
+    for path in sorted(set(catalog.categories) | set(catalog.new.column("category"))):
         leaf = path.rsplit(CATEGORY_SEP, 1)[-1]
         overlap = len(chars & set(leaf)) / max(len(set(leaf)), 1)
         if overlap >= 0.5:
@@ -164,58 +153,43 @@ def fallback_categories(state: SearchState, query: str, signals: UserSignals) ->
     return [(t, 1.0 / len(tops)) for t in tops], True
 
 
-def _scene_scores(app: LoadedApp, state: SearchState, docs: np.ndarray, final: np.ndarray, rules: SceneRules,
-                  user_id: str | None, user_state: UserState | None) -> np.ndarray:
-    """The search scene's rules on the matches' scores: purchased items dropped (if configured),
-    fatigue and boosts in standard deviations of the matches' scores; never adds an item."""
-    if not (rules.exclude_purchased or rules.boosted or (rules.fatigue_impressions and user_state is not None)):
-        return final  # the default search scene: nothing to apply (and the ids cost ~0.4 ms a query)
-    final = final.copy()
-    unit = float(final.std()) if len(final) > 1 else 1.0
-    ids = [state.item_id(int(d)) for d in docs]
-    if rules.exclude_purchased:
-        purchased = set(user_state.purchased) if user_state is not None else set()
-        user = app.models.users.get(user_id) if user_id else None
-        if user is not None:
-            purchased |= {app.catalog.ids[i] for i in app.models.history(user)[0].tolist()}
-        final[[k for k, item_id in enumerate(ids) if item_id in purchased]] = -np.inf
-    if rules.fatigue_impressions and user_state is not None:
-        for k, item_id in enumerate(ids):
-            if user_state.shown.get(item_id, 0) >= rules.fatigue_impressions:
-                final[k] -= rules.fatigue_penalty * unit
-    for k, item_id in enumerate(ids):
-        if item_id in rules.boosted:
-            final[k] += rules.boosted[item_id] * unit
-    return final
+@dataclass
+class _Ranked:
+    """Documents with scores, before the scene's rules, and how to explain each."""
+
+    docs: np.ndarray
+    scores: np.ndarray
+    reason: Callable[[int], str]  # document → why it is shown
 
 
-def _scene_order(state: SearchState, docs: np.ndarray, final: np.ndarray, rules: SceneRules,
-                 params: SearchParams) -> np.ndarray:
-    """Positions into `docs`, best first: pinned matches first (in config order), then by score,
-    diversified per page of `n` when the scene caps categories or brands."""
-    order = _order(docs, final)
-    order = order[np.isfinite(final[order])]
-    if rules.pinned:
-        position = {state.item_id(int(docs[k])): k for k in order}
-        first = [position[item_id] for item_id in rules.pinned if item_id in position]
-        taken = set(first)
-        order = np.array(first + [k for k in order.tolist() if k not in taken], dtype=np.int64)
-    if rules.max_per_category or rules.max_per_brand:
-        def keys(k: int) -> tuple[str, str]:
-            row = state.row(int(docs[k]))
-            return str(row["category"]), str(row["brand"])
-        picked = diverse_order(order.tolist(), keys, params.offset + params.n, params.n, rules)
-        order = order[picked]
-    return order
+def _scene_page(app: ServedModels, catalog: CatalogState, ranked: _Ranked, rules: SceneRules,
+                user_id: str | None, user_state: UserState | None,
+                params: SearchParams) -> tuple[list[Item], int]:
+    """(the page's items, total results) after the scene's rules (`recsys/rules.py`), which apply
+    to search as to the feeds: fatigue and boosts in standard deviations of these scores."""
+    full = np.full(len(catalog), -np.inf)
+    full[ranked.docs] = ranked.scores
+    finite = ranked.scores[np.isfinite(ranked.scores)]
+    unit = float(finite.std()) if len(finite) > 1 else 1.0
+    user = user_items(app, user_id, user_state, catalog, rules)
+    scores = apply_rules(full, np.isfinite(full), rules, catalog, user, unit=unit)
+    order, _ = page_order(scores, rules, catalog, params.offset + params.n, params.n)
+    items = []
+    for pos in order[params.offset: params.offset + params.n]:
+        items.append(Item(catalog.item_id(pos), round(float(scores[pos]), 6), ranked.reason(pos),
+                          catalog.title(pos), catalog.category(pos), catalog.price(pos)))
+    return items, int(np.isfinite(scores).sum())
 
 
-def search_page(app: LoadedApp, state: SearchState, user_id: str | None, user_state: UserState | None,
+def search_page(app: ServedModels, state: SearchState, user_id: str | None, user_state: UserState | None,
                 signals: UserSignals, params: SearchParams, settings: SearchSettings,
                 rules: SceneRules = DEFAULTS["search"], personalized: bool = True) -> SearchPage:
-    """One page of results for a query (`state` is `app.search`); see the module docstring.
-    `personalized=False` (an experiment's popularity variant) ranks as for an anonymous visitor."""
-    mask, note = allowed_mask(state, user_state, params)
-    direct = state.direct_hit(params.query, mask)
+    """One page of results for a query (`state` is the app's search state); see the module
+    docstring. `personalized=False` (an experiment's popularity variant) ranks as for an anonymous
+    visitor; the scene's rules still see the user."""
+    catalog = app.catalog.state  # one snapshot for the whole request
+    mask, note = allowed_mask(catalog, user_state, params)
+    direct = state.direct_hit(params.query, mask, catalog)
     if note is not None:
         return SearchPage([], "bm25", False, None, note, 0)
     reading = state.read(params.query) if settings.interpret else None
@@ -227,39 +201,38 @@ def search_page(app: LoadedApp, state: SearchState, user_id: str | None, user_st
     covering = state.tokenizer.tokens(searched, tuple(a for a in state.query_analysis if a != "chars") or ("words",))
     scored = score_user(app, user_id, user_state) if user_id and personalized else None
     personal = scored is not None and scored.strategy != "popularity" and settings.personal_weight > 0
-    prices = state.prices()
     docs, bm25 = state.index.search(tokens, k=POOL, candidate_mask=mask) if tokens else (np.zeros(0, np.int64),
                                                                                           np.zeros(0))
     if len(docs) and coverage(state, covering) >= settings.min_coverage:
         final, boost, best = bm25.astype(np.float64), np.zeros(len(docs)), float(bm25.max())
         if personal:
-            boost = settings.personal_weight * best * _affinity(app, state, scored, docs)
+            boost = settings.personal_weight * best * _affinity(scored, docs)
             final = final + boost
-        final = _scene_scores(app, state, docs, final, rules, user_id, user_state)
         if reading is not None and reading.corrected:
-            docs, final, boost = _typed_first(state, params.query, mask, docs, final, boost)
-        order = _scene_order(state, docs, final, rules, params)
-        page = order[params.offset: params.offset + params.n]
-        items = []
-        for k in page:
-            reason = _match_reason(state, int(docs[k]), words)
-            if boost[k] > 0.05 * best:
-                reason += "; picked for you"
-            items.append(_item(state, int(docs[k]), final[k], reason, prices))
+            docs, final, boost = _typed_first(state, catalog, params.query, mask, docs, final, boost)
+
+        boost_of = dict(zip(docs.tolist(), boost.tolist()))
+
+        def reason(doc: int) -> str:
+            text = _match_reason(state, catalog, doc, words)
+            return text + "; picked for you" if boost_of[doc] > 0.05 * best else text
+
+        items, total = _scene_page(app, catalog, _Ranked(docs, final, reason), rules, user_id, user_state, params)
         strategy = f"bm25+{scored.strategy}" if personal else "bm25"
-        return SearchPage(items, strategy, False, direct, None, len(order), reading)
-    page = _fallback(app, state, scored, signals, params, mask, prices, direct, tokens)
-    page.reading, page.did_you_mean = reading, state.did_you_mean(params.query)
+        return SearchPage(items, strategy, False, direct, None, total, reading)
+    page = _fallback(app, state, catalog, scored, signals, params, mask, direct, tokens, rules, user_id, user_state)
+    page.reading, page.did_you_mean = reading, state.did_you_mean(params.query, settings)
     return page
 
 
-def _typed_first(state: SearchState, query: str, mask: np.ndarray, docs: np.ndarray, final: np.ndarray,
-                 boost: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _typed_first(state: SearchState, catalog: CatalogState, query: str, mask: np.ndarray, docs: np.ndarray,
+                 final: np.ndarray, boost: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A corrected query's matches with the items that contain the query as typed (every piece of
     it, spaces aside) added and lifted above all others: exact matches rank above corrected ones."""
     typed, typed_scores = state.index.search(state.query_tokens(query), k=POOL, candidate_mask=mask)
     pieces = [key_of(p) for p in normalize(query).split() if key_of(p)]
-    exact = [k for k, doc in enumerate(typed.tolist()) if pieces and all(p in state.text_key(doc) for p in pieces)]
+    exact = [k for k, doc in enumerate(typed.tolist())
+             if pieces and all(p in state.text_key(catalog, doc) for p in pieces)]
     if not exact:
         return docs, final, boost
     exact_docs = typed[exact]
@@ -271,17 +244,18 @@ def _typed_first(state: SearchState, query: str, mask: np.ndarray, docs: np.ndar
             np.concatenate([np.zeros(len(exact_docs)), boost[rest]]))
 
 
-def _fallback(app: LoadedApp, state: SearchState, scored: Scored | None, signals: UserSignals,
-              params: SearchParams, mask: np.ndarray, prices: np.ndarray, direct: tuple[Direct, int] | None,
-              tokens: list[str]) -> SearchPage:
+def _fallback(app: ServedModels, state: SearchState, catalog: CatalogState, scored: Scored | None,
+              signals: UserSignals, params: SearchParams, mask: np.ndarray, direct: tuple[Direct, int] | None,
+              tokens: list[str], rules: SceneRules, user_id: str | None, user_state: UserState | None) -> SearchPage:
     scored = scored or score_user(app, None, None)
-    weights, from_user = fallback_categories(state, params.query, signals)
-    n = len(mask)
-    allowed = np.zeros(n, dtype=bool)
-    share = np.zeros(n)
+    weights, from_user = fallback_categories(state, catalog, params.query, signals)
+    allowed = np.zeros(len(mask), dtype=bool)
+    share = np.zeros(len(mask))
     chosen = []
     for path, weight in weights:
-        members, known = state.category_mask(path, n)
+        members = catalog.category_mask(path)
+        if members is None:
+            continue
         members &= mask
         if members.any():
             allowed |= members
@@ -290,20 +264,17 @@ def _fallback(app: LoadedApp, state: SearchState, scored: Scored | None, signals
     if not allowed.any():  # nothing relates: the user's (or everyone's) best items
         allowed = mask
     docs = np.flatnonzero(allowed)
-    scores = _affinity(app, state, scored, docs) + share[docs]
-    order = _order(docs, scores)
-    page = order[params.offset: params.offset + params.n]
     why = "for you" if scored.strategy != "popularity" else "popular"
-    items = []
-    for k in page:
-        doc = int(docs[k])
-        category = str(state.row(doc)["category"])
-        reason = "no exact match; picked for you" if from_user else f"no exact match; {why} in {category}"
-        items.append(_item(state, doc, scores[k], reason, prices))
+
+    def reason(doc: int) -> str:
+        return "no exact match; picked for you" if from_user else f"no exact match; {why} in {catalog.category(doc)}"
+
+    ranked = _Ranked(docs, _affinity(scored, docs) + share[docs], reason)
+    items, total = _scene_page(app, catalog, ranked, rules, user_id, user_state, params)
     if not tokens:
         note = "the query has no searchable words; showing related items"
     elif chosen and not from_user:
         note = f"few matches for {params.query!r}; showing items from {', '.join(chosen[:3])}"
     else:
         note = f"few matches for {params.query!r}; showing {why} items"
-    return SearchPage(items, f"fallback+{scored.strategy}", True, direct, note, len(docs))
+    return SearchPage(items, f"fallback+{scored.strategy}", True, direct, note, total)
