@@ -213,6 +213,71 @@ def test_new_items_for_an_audience_reach_that_audience_only(client, facts):
     assert locked_ids & {i["item_id"] for i in phones}
 
 
+def _shown(c: TestClient, user: str | None, trained_anchor: str, query: str) -> set[str]:
+    """Every item any feed or search route shows this user (large pages, filters included)."""
+    params = {"n": 100, **({"user_id": user} if user else {})}
+    shown: set[str] = set()
+    for path, extra in (("recommend/home", {}), ("recommend/home", {"category": "数码/手机"}),
+                        ("recommend/exclusive", {}), (f"recommend/related/{trained_anchor}", {}),
+                        ("recommend/buy-again", {}), ("search", {"q": query, "n": 50}),
+                        ("search", {"q": query, "n": 50, "in_stock": "false"}),
+                        ("search", {"q": "不存在的需求词", "n": 50})):
+        r = c.get(f"/v1/apps/shop/{path}", params={**params, **extra}, headers=H)
+        assert r.status_code == 200, (path, r.text)
+        shown |= {i["item_id"] for i in r.json()["items"]}
+    return shown
+
+
+def test_an_audience_is_one_mask_on_every_route(client, facts):
+    """Trained and live-added items restricted to an audience reach that audience, and nobody else,
+    on every feed and search route (home, category, exclusive, related, buy again, search, fallback)."""
+    items = facts["items"]
+    phones = items[(items["category"] == "数码/手机") & items["visible"] & (items["stock"] > 0)
+                   & (items["audience"] == "")]["item_id"].tolist()
+    anchor, restricted_trained = phones[0], phones[1:6]
+    for item_id in restricted_trained:  # trained items restricted after training
+        r = client.put(f"/v1/apps/shop/items/{item_id}", json={"audience": "member_level:nobody-has-this"}, headers=H)
+        assert r.status_code == 200, r.text
+    for i in range(8):  # items published after training
+        item = {"title": f"限定 华为 手机 {i}", "category": "数码/手机", "brand": "华为", "price": 99, "stock": 5,
+                "audience": "member_level:nobody-has-this"}
+        assert client.put(f"/v1/apps/shop/items/only-{i}", json=item, headers=H).status_code == 200
+    locked = set(restricted_trained) | {f"only-{i}" for i in range(8)}
+    buyer = facts["known"]  # bought a restricted item: buy again must not show it either
+    event = {"event_id": "buy-locked", "type": "purchase", "user_id": buyer, "item_id": restricted_trained[0]}
+    assert client.post("/v1/apps/shop/events", json={"events": [event]}, headers=H).status_code == 200
+    for user in [buyer, facts["first_visit"], "someone-new", None]:
+        assert not _shown(client, user, anchor, "华为 手机") & locked, user
+    member = "nobody-has-this-member"
+    r = client.put(f"/v1/apps/shop/users/{member}/profile", json={"fields": {"member_level": "nobody-has-this"}},
+                   headers=H)
+    assert r.status_code == 200
+    assert _shown(client, member, anchor, "华为 手机") >= locked  # the audience sees every one of them
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_exclude_seen_on_the_search_scene_hides_what_the_user_saw(shop, tmp_path, facts):
+    """`exclude_seen` applies to search as to the feeds (through the same rules function)."""
+    user = "searcher-1"
+    with client_for(shop, tmp_path, None, "[apps.shop.scenes.search]\nexclude_seen = true\n") as c, \
+            client_for(shop, _mkdir(tmp_path / "default")) as plain:
+        first = c.get("/v1/apps/shop/search", params={"q": "手机", "user_id": user, "n": 5}, headers=H).json()["items"]
+        seen = first[0]["item_id"]
+        event = {"event_id": "saw-it", "type": "view", "user_id": user, "item_id": seen}
+        assert c.post("/v1/apps/shop/events", json={"events": [event]}, headers=H).status_code == 200
+        after = c.get("/v1/apps/shop/search", params={"q": "手机", "user_id": user, "n": 50}, headers=H).json()
+        assert seen not in {i["item_id"] for i in after["items"]}
+        assert after["items"]  # the rest of the matches are still there
+        # the default search scene keeps seen items findable (the same Redis state, another server)
+        assert plain.post("/v1/apps/shop/events", json={"events": [event]}, headers=H).status_code == 200
+        kept = plain.get("/v1/apps/shop/search", params={"q": "手机", "user_id": user, "n": 50}, headers=H).json()
+        assert seen in {i["item_id"] for i in kept["items"]}
+
+
 def test_pagination_is_stable_and_disjoint(client, facts):
     user = facts["known"]
     first, second = home(client, user, n=10, offset=0), home(client, user, n=10, offset=10)
