@@ -14,11 +14,11 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from bench.harness.server import ServerProcess
 from offline_training.synth import generate_mall
 from offline_training.train import train
 from recsys.config import load_config
 from serving.server_config import load_server_config
-from tests.server_process import ServerProcess
 from tests.serving_fixtures import APP_KEY, server_config
 
 #: Short tuning and both evaluation protocols, so the dashboard has a tuning report and offline

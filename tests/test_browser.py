@@ -2,8 +2,8 @@
 chromium driven by Playwright) against a real `minirec serve` process with a trained app: the pages
 render the API's answers, the storefront's events reach the analytics, and no page has a JS error.
 
-Screenshots go to artifacts/browser/; the README's copies in docs/screenshots/ are written when they
-are missing or when UPDATE_SCREENSHOTS=1 (so a test run does not rewrite tracked images every time).
+Screenshots go to a temporary folder (printed); the README's copies in docs/screenshots/ are written
+only when UPDATE_SCREENSHOTS=1, so a test run never changes the repository.
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ from tests.serving_fixtures import ADMIN_KEY, APP_KEY, OTHER_KEY
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parents[1]
-SHOTS = ROOT / "artifacts" / "browser"
-DOC_SHOTS = ROOT / "docs" / "screenshots"
+DOC_SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 PHONE = {"width": 420, "height": 900}
 DESKTOP = {"width": 1280, "height": 900}
 WAIT_MS = 15_000
@@ -95,14 +93,21 @@ def desktop(browser) -> Iterator[Tab]:
     tab.close()
 
 
-def screenshot(page: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"{name}.png"
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """The folder this run's screenshots go to (temporary)."""
+    folder = tmp_path_factory.mktemp("screenshots")
+    print(f"\nscreenshots: {folder}")
+    return folder
+
+
+def screenshot(page: Any, name: str, shots: Path) -> None:
+    """A screenshot into `shots`; copied over the README's one only when UPDATE_SCREENSHOTS=1."""
+    path = shots / f"{name}.png"
     page.screenshot(path=str(path))
-    doc = DOC_SHOTS / path.name
-    if os.environ.get("UPDATE_SCREENSHOTS") == "1" or not doc.exists():
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
         DOC_SHOTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, doc)
+        shutil.copyfile(path, DOC_SHOTS / path.name)
 
 
 def demo_url(shop: Shop, **extra: str) -> str:
@@ -146,7 +151,7 @@ def analytics(shop: Shop) -> dict[str, Any]:
     return doc
 
 
-def test_storefront_feed_search_item_and_events_reach_the_analytics(shop, phone):
+def test_storefront_feed_search_item_and_events_reach_the_analytics(shop, phone, shots):
     page = phone.page
     page.goto(demo_url(shop))
     home = wait_view(page, "home", "feed")
@@ -157,7 +162,7 @@ def test_storefront_feed_search_item_and_events_reach_the_analytics(shop, phone)
     assert "experiment home-feed/personalized" in feed_debug
     page.wait_for_selector("#q[data-request-id]")  # the shading word arrived
     assert page.locator("#q").get_attribute("placeholder") not in ("", "搜索商品 Search")
-    screenshot(page, "storefront-home")
+    screenshot(page, "storefront-home", shots)
 
     # Chinese: suggestions, then a suggestion's results
     page.locator("#q").click()
@@ -179,7 +184,7 @@ def test_storefront_feed_search_item_and_events_reach_the_analytics(shop, phone)
     page.wait_for_selector('#view[data-view="results"][data-ready="1"] .interpreted')
     assert "手机" in page.locator("#view .interpreted").first.inner_text()
     results = wait_view(page, "results", "results")
-    screenshot(page, "storefront-search")
+    screenshot(page, "storefront-search", shots)
 
     # the item page: its related shelf is not the home feed; buy it
     clicked = results[0]
@@ -188,7 +193,7 @@ def test_storefront_feed_search_item_and_events_reach_the_analytics(shop, phone)
     assert clicked not in related
     assert related != home[:len(related)] and set(related) != set(home)
     assert strategy(page, "related").startswith("related")
-    screenshot(page, "storefront-item")
+    screenshot(page, "storefront-item", shots)
     page.locator("#view .buy").click()
     page.wait_for_selector("#view .buy:has-text('Bought')")
 
@@ -267,7 +272,7 @@ def load_dashboard(tab: Tab, shop: Shop, key: str) -> Any:
     return page
 
 
-def test_dashboard_draws_experiments_time_series_search_and_models(shop, traffic, desktop):
+def test_dashboard_draws_experiments_time_series_search_and_models(shop, traffic, desktop, shots):
     page = load_dashboard(desktop, shop, APP_KEY)
     assert page.locator("body").get_attribute("data-errors") == "0", page.locator("#status").inner_text()
     assert "key=" not in page.url, "the key is kept in localStorage, not in the address bar"
@@ -291,8 +296,8 @@ def test_dashboard_draws_experiments_time_series_search_and_models(shop, traffic
     assert models["versions"][0]["tuning"]["known"]["family"] in page.locator("#models table.versions").inner_text()
     assert page.locator("#models svg.bar-chart rect.bar").count() == 4  # NDCG of 2 protocols × model, popularity
     assert desktop.errors == []
-    screenshot(page, "dashboard")
-    page.screenshot(path=str(SHOTS / "dashboard-full.png"), full_page=True)  # for reviewers; not in docs
+    screenshot(page, "dashboard", shots)
+    page.screenshot(path=str(shots / "dashboard-full.png"), full_page=True)  # for reviewers; not in docs
 
 
 def test_dashboard_with_the_admin_key_and_with_a_wrong_key(shop, traffic, desktop):

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.harness.server import ServerProcess
 from offline_training.export import export_events
 from features.eventstream import JetStreamLog, delete_stream, iter_stream_events
-from tests.server_process import ServerProcess
 from tests.serving_fixtures import APP_KEY, build_app, server_config
 
 NATS_URL = os.environ.get("MINIREC_TEST_NATS_URL", "nats://127.0.0.1:4222")

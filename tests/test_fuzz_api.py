@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness.server import ServerProcess
 from tests.serving_fixtures import APP_KEY, build_app, server_config
-from tests.server_process import ServerProcess
 
 MIN_REQUESTS = 2000
 

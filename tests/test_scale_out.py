@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.server_process import ServerProcess, free_port
+from bench.harness.client import free_port, request
+from bench.harness.server import ServerProcess
 from tests.serving_fixtures import APP_KEY, build_app, server_config
 
 H = {"X-API-Key": APP_KEY}
@@ -90,12 +91,16 @@ def test_replicas_behind_haproxy_on_a_redis_cluster_survive_losing_one(shop: Pat
         server_config(shop, workdir, None)
         replicas.append(ServerProcess(workdir / "minirec.toml", _cluster_url(redis_cluster)).start())
     balancer = Balancer(tmp_path, [r.port for r in replicas])
-    front = ServerProcess.__new__(ServerProcess)  # only its request() helper, pointed at the balancer
-    front.port = balancer.port
-    deadline = time.monotonic() + 15
-    while True:  # the balancer's first health checks
+
+    def front(method: str, path: str, body: object = None,
+              headers: dict[str, str] | None = None) -> tuple[int, object]:
+        """A request through the balancer."""
+        return request(balancer.port, method, path, body, headers)
+
+    deadline = time.monotonic() + 60  # generous: haproxy's first health checks on a busy machine
+    while True:
         try:
-            if front.request("GET", "/readyz")[0] == 200:
+            if front("GET", "/readyz")[0] == 200:
                 break
         except OSError:
             pass
@@ -115,11 +120,11 @@ def test_replicas_behind_haproxy_on_a_redis_cluster_survive_losing_one(shop: Pat
             started = time.perf_counter()
             try:
                 if kind == "home":
-                    status, body = front.request("GET", f"/v1/apps/shop/recommend/home?user_id={user}&n=10", headers=H)
+                    status, body = front("GET", f"/v1/apps/shop/recommend/home?user_id={user}&n=10", headers=H)
                 elif kind == "search":
-                    status, body = front.request("GET", "/v1/apps/shop/search?q=%E6%89%8B%E6%9C%BA", headers=H)
+                    status, body = front("GET", "/v1/apps/shop/search?q=%E6%89%8B%E6%9C%BA", headers=H)
                 else:
-                    status, body = front.request("POST", "/v1/apps/shop/events", {"events": [
+                    status, body = front("POST", "/v1/apps/shop/events", {"events": [
                         {"event_id": uuid.uuid4().hex, "user_id": user, "type": "view", "item_id": "i000001"}]},
                         headers=H)
                 ok = status == 200
@@ -135,6 +140,7 @@ def test_replicas_behind_haproxy_on_a_redis_cluster_survive_losing_one(shop: Pat
             for k in range(16):
                 pool.submit(client, k)
             time.sleep(8)
+            before_kill = len(latencies)
             os.killpg(replicas[0].proc.pid, signal.SIGKILL)
             replicas[0].proc.wait(timeout=30)
             replicas[0].proc = None
@@ -147,5 +153,6 @@ def test_replicas_behind_haproxy_on_a_redis_cluster_survive_losing_one(shop: Pat
             replica.stop()
     p99_ms = float(np.percentile(latencies, 99) * 1000)
     print(f"scale-out: {len(latencies)} requests, {len(failures)} failed, p99 {p99_ms:.1f} ms")
-    assert len(latencies) > 1000
-    assert failures == []
+    # behaviour, not speed: traffic flowed before and after the kill (however fast this machine is) …
+    assert before_kill > 0 and len(latencies) - before_kill >= 50
+    assert failures == []  # … and no request failed
