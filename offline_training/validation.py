@@ -9,7 +9,9 @@ an evaluation split otherwise), answers are held out as the evaluation protocols
   search scores on one, the finals and the publish gate on the other.
 - `stratified`: a random share of each user's positive pairs; `last-out`: each user's newest pair.
 Trial models learn from the rest and rank for the validated users, their training items excluded, as
-the home feed excludes what a user already has. Nothing here ever sees an evaluation's test pairs.
+the home feed excludes what a user already has, and hidden or sold-out items excluded for everyone,
+as the live catalog (`recsys/catalog.py`) never shows them. Nothing here ever sees an evaluation's
+test pairs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from scipy.stats import norm
 from offline_training.fit import confidence_matrix, positive_mask
 from offline_training.metrics import ndcg_per_user
 from offline_training.splits import last_out, stratified, temporal, temporal_cut
+from recsys.catalog import TEXT_FIELDS, catalog_state
 from recsys.config import TrainConfig
 from recsys.item_models import gram_matrix
 from recsys.matrix import SECONDS_PER_DAY, IdMap, event_weights
@@ -93,6 +96,8 @@ class Validation:
     #: repeats included (`truth` holds the items new to them).
     cut: float | None = None
     truth_all: sp.csr_matrix | None = None
+    #: Items the feed never shows (hidden or out of stock in the catalog), left out of every ranking.
+    hidden: np.ndarray | None = None
     _confidences: dict[tuple[float, bool], sp.csr_matrix] = field(default_factory=dict, repr=False)
     _gram: np.ndarray | None = field(default=None, repr=False)
     _earlier: list["Validation"] | None = field(default=None, repr=False)
@@ -116,9 +121,21 @@ class Validation:
 
     def ndcg_per_user(self, score_rows: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """NDCG@k of each validated user under `score_rows(user rows) -> [len(rows), n_items]`."""
+        return ndcg_per_user(self.recommend(score_rows), self.truth, self.k)
+
+    def recommend(self, score_rows: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Top-k items of each validated user (-1 where short) as the feed would rank them: their
+        training items and the items the catalog never shows left out."""
         exclude = self.confidences()[self.rows]
-        recs = blocked_top_k(len(self.rows), self.k, lambda r: score_rows(self.rows[r]), exclude)[0]
-        return ndcg_per_user(recs, self.truth, self.k)
+        return blocked_top_k(len(self.rows), self.k, lambda r: self._shown(score_rows(self.rows[r])), exclude)[0]
+
+    def _shown(self, scores: np.ndarray) -> np.ndarray:
+        """Scores with the items the feed never shows at -inf (a copy where there are any)."""
+        if self.hidden is None or not self.hidden.any():
+            return scores
+        scores = np.array(scores, dtype=np.float64)
+        scores[..., self.hidden] = -np.inf
+        return scores
 
     def ndcg(self, score_rows: Callable[[np.ndarray], np.ndarray]) -> float:
         """Mean NDCG@k over the validated users."""
@@ -139,7 +156,7 @@ class Validation:
 
     def popularity_per_user(self, half_life_days: float = 0.0) -> np.ndarray:
         """Per-user NDCG@k of popularity (plain or decayed), the baseline every model must beat."""
-        recs = shared_top_k(self.popularity_scores(half_life_days), len(self.rows), self.k,
+        recs = shared_top_k(self._shown(self.popularity_scores(half_life_days)), len(self.rows), self.k,
                             self.confidences()[self.rows])
         return ndcg_per_user(recs, self.truth, self.k)
 
@@ -167,6 +184,7 @@ class Validation:
                     earlier = carve_validation(items, train, self.cfg, "temporal")
                 except ValueError:  # too little time or too few users left before this cut
                     break
+                earlier.hidden = self.hidden
                 self._earlier.append(earlier)
                 train = earlier.train
         return self._earlier
@@ -213,7 +231,7 @@ def carve_validation(items: pd.DataFrame, frame: pd.DataFrame, cfg: TrainConfig,
     span = float(ts.max() - ts.min()) / SECONDS_PER_DAY if len(ts) else 0.0
     ratings = train.loc[train["event"] == "rating", "value"]
     return Validation(train, users, item_map, users.lookup(list(validated)), truth, cfg, cfg.evaluate.k, span,
-                      bool(ratings.nunique() > 1))
+                      bool(ratings.nunique() > 1), hidden=_hidden(items, item_map))
 
 
 def _carve_temporal(items: pd.DataFrame, frame: pd.DataFrame, positive: np.ndarray, cfg: TrainConfig,
@@ -254,7 +272,15 @@ def _carve_temporal(items: pd.DataFrame, frame: pd.DataFrame, positive: np.ndarr
     span = float(ts.max() - ts.min()) / SECONDS_PER_DAY if len(ts) else 0.0
     ratings = train.loc[train["event"] == "rating", "value"]
     return Validation(train, users, item_map, users.lookup(list(validated)), matrix(test[mine & is_new]), cfg,
-                      cfg.evaluate.k, span, bool(ratings.nunique() > 1), cut=cut, truth_all=matrix(test[mine]))
+                      cfg.evaluate.k, span, bool(ratings.nunique() > 1), cut=cut, truth_all=matrix(test[mine]),
+                      hidden=_hidden(items, item_map))
+
+
+def _hidden(items: pd.DataFrame, item_map: IdMap) -> np.ndarray | None:
+    """Items the live catalog would never show (None for a table of ids only)."""
+    if not {"visible", "stock", *TEXT_FIELDS, "price", "audience"} <= set(items.columns):
+        return None
+    return ~catalog_state(items, item_map).available()
 
 
 def _pair_keys(pairs: pd.DataFrame, users: IdMap, items: IdMap) -> np.ndarray:

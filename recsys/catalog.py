@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from recsys.item_features import catalog_tokenizer, category_levels, content_keys, content_matrix
 from recsys.matrix import IdMap
@@ -159,10 +160,15 @@ class CatalogState:
         return np.concatenate([self.prices, self.new.prices()]) if len(self.new) else self.prices
 
     # --- masks over every position -----------------------------------------------------------------
+    def available(self) -> np.ndarray:
+        """Trained items that may be shown to anyone in the audience: visible and in stock (what
+        tuning and the gate leave out of every ranked list, as serving does)."""
+        return self.visible & (self.stock > 0)
+
     def eligible(self, merchant_profile: Mapping[str, str], *, in_stock: bool = True) -> np.ndarray:
         """Items this user may be shown: visible, in stock (unless `in_stock` is false) and within
         their audience. A new writable array over every position (trained, then new)."""
-        trained = self.visible & (self.stock > 0) if in_stock else self.visible.copy()
+        trained = self.available() if in_stock else self.visible.copy()
         trained &= self._audience_mask(merchant_profile)
         if not len(self.new):
             return trained
@@ -228,21 +234,26 @@ def _audience_rules(audiences: list[str]) -> list[tuple[str, frozenset[str], np.
     return [(*parse_audience(rule), _frozen(np.array(idx, dtype=np.int64))) for rule, idx in rules.items()]
 
 
+def catalog_state(catalog: pd.DataFrame, items: IdMap) -> CatalogState:
+    """The state of a catalog table (the data contract's `items` columns, rows in `items` order)
+    before any live change: what a loaded bundle starts from, and what tuning ranks within."""
+    text = {name: catalog[name].astype(str).tolist() for name in (*TEXT_FIELDS, "audience")}
+    return CatalogState(
+        items=items, titles=text["title"], categories=text["category"], brands=text["brand"],
+        tags=text["tags"], audiences=text["audience"],
+        prices=_frozen(catalog["price"].to_numpy(dtype=np.float64).copy()),
+        visible=_frozen(catalog["visible"].astype(bool).to_numpy().copy()),
+        stock=_frozen(catalog["stock"].to_numpy(dtype=np.float64).copy()),
+        category_index=_category_index(text["category"]), audience_rules=_audience_rules(text["audience"]))
+
+
 class ServingCatalog:
     """The live catalog of one loaded bundle: `state` is the current snapshot."""
 
     def __init__(self, models: TrainedModels, edges: list[float]) -> None:
         self.models = models
         self.edges = edges
-        cat = models.catalog
-        text = {name: cat[name].astype(str).tolist() for name in (*TEXT_FIELDS, "audience")}
-        self.state = CatalogState(
-            items=models.items, titles=text["title"], categories=text["category"], brands=text["brand"],
-            tags=text["tags"], audiences=text["audience"],
-            prices=_frozen(cat["price"].to_numpy(dtype=np.float64).copy()),
-            visible=_frozen(cat["visible"].astype(bool).to_numpy().copy()),
-            stock=_frozen(cat["stock"].to_numpy(dtype=np.float64).copy()),
-            category_index=_category_index(text["category"]), audience_rules=_audience_rules(text["audience"]))
+        self.state = catalog_state(models.catalog, models.items)
         self._lock = threading.Lock()
         self._tokenizer: Tokenizer | None = None
         #: Called with every applied batch of upserts and the state it produced (search follows the

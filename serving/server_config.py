@@ -6,7 +6,7 @@ minirec.toml holds every table the server reads:
     [server.overload]         when a worker degrades and sheds (serving/overload.py)
     [apps.<id>]               api_key_sha256, seed_data, rate_limit_per_second
     [apps.<id>.scenes.<scene>]       scene rules over the defaults of recsys/rules.py
-    [apps.<id>.experiments.<name>]   A/B experiments (serving/experiments.py)
+    [apps.<id>.experiments.<name>]   A/B experiments (vocab/experiments.py)
     [apps.<id>.features]      real-time feature TTLs, list sizes and popularity weights (features/store.py)
 
 `ARTIFACTS/<app>/search.toml` (re-read when it changes) holds the app's search settings. Every
@@ -129,7 +129,7 @@ class AppConfig:
     seed_data: Path | None = None
     #: Requests per second this app's key may make, over all workers and replicas (0 = no limit).
     rate_limit_per_second: int = DEFAULT_RATE_LIMIT
-    #: A/B experiments by scene (serving/experiments.py; at most one per scene).
+    #: A/B experiments by scene (vocab/experiments.py; at most one per scene).
     experiments: dict[str, Experiment] = field(default_factory=dict)
     #: Real-time feature store settings.
     features: FeatureSettings = field(default_factory=FeatureSettings)

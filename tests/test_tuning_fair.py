@@ -108,3 +108,22 @@ def test_a_pinned_lambda_is_fitted_once_not_searched(splits):
     assert [t.state for t in known.trials] == ["proxy", "complete"]  # nothing to search: one full fit
     assert {t.params["ease.l2"] for t in known.trials} == {80.0}
     assert known.family in ("ease", "popularity") and [f["family"] for f in known.finalists] == ["ease"]
+
+
+def test_validation_ranks_within_what_the_catalog_shows(tmp_path):
+    """Tuning and the gate rank as the feed does: a hidden or sold-out item is never recommended, by
+    a trial model or by popularity (recsys/catalog.py decides what is shown, for both)."""
+    data = load_data_folder(tastes_folder(tmp_path / "tastes", users=600, items=400, tastes=10))
+    popular = data.interactions["item_id"].value_counts().index[:6].tolist()
+    items = data.items.copy()
+    items.loc[items["item_id"].isin(popular[:3]), "visible"] = False
+    items.loc[items["item_id"].isin(popular[3:]), "stock"] = 0
+    val = carve_validation(items, data.interactions, TrainConfig())
+    hidden = val.items.lookup(popular)
+    assert val.hidden is not None and val.hidden[hidden].all() and val.hidden.sum() == 6
+    popularity = val.popularity_scores()
+    recs = val.recommend(lambda rows: np.tile(popularity, (len(rows), 1)))
+    assert (recs >= 0).all() and not np.isin(recs, hidden).any()
+    shown_everywhere = carve_validation(data.items, data.interactions, TrainConfig())
+    assert not shown_everywhere.hidden.any()
+    assert shown_everywhere.popularity_ndcg() != val.popularity_ndcg()  # the hidden best sellers counted before
