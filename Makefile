@@ -1,10 +1,11 @@
-# Two entry points: `make demo` and `make test`; both create the virtualenv on first use.
+# Entry points: `make demo`, `make test` (everything) and `make test-fast` (without the slow tests);
+# each creates the virtualenv on first use.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: demo test lint-imports quality install clean system-packages load
+.PHONY: demo test test-fast lint-imports quality install clean system-packages load
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "minirec needs Python >= 3.11"'
@@ -40,6 +41,13 @@ system-packages:
 test: install system-packages
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# The edit-test loop: everything but the tests marked slow (real servers under load, browsers,
+# trainings). pytest's exit 5 (no tests collected, e.g. a marker that deselects everything) fails too.
+test-fast: install
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -m "not slow" || { status=$$?; \
+	  [ $$status -ne 5 ] || echo "make test-fast: pytest collected no tests" >&2; exit $$status; }
 
 # The layer and import contracts of pyproject.toml (docs/architecture.md); the first step of the tests.
 lint-imports: install

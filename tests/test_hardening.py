@@ -85,6 +85,7 @@ def test_a_partial_put_never_blanks_a_field_and_blank_title_or_category_are_refu
     assert found["note"] is None  # still a known item with its title and category
 
 
+@pytest.mark.slow
 def test_a_reload_replays_live_changes_before_the_new_bundle_serves(shop, tmp_path):
     """A newly published bundle gets the hidden flags of live PUTs before it answers any request."""
     artifacts = tmp_path / "artifacts"
@@ -106,6 +107,7 @@ def test_a_reload_replays_live_changes_before_the_new_bundle_serves(shop, tmp_pa
         assert body["model_version"] == newer and top not in {i["item_id"] for i in body["items"]}
 
 
+@pytest.mark.slow
 def test_the_background_loop_survives_an_error_and_readiness_shows_a_stuck_loop(shop, tmp_path):
     with client_for(shop, tmp_path) as c:
         ctx = c.app.state.ctx
@@ -259,6 +261,7 @@ def test_events_with_bad_numbers_or_control_characters_are_rejected_one_by_one(s
     assert body["accepted"] == 1 and [r["index"] for r in body["rejected"]] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_an_unwritable_event_log_answers_503_and_loses_nothing(shop, tmp_path):
     with client_for(shop, tmp_path) as c:
         log_dir = c.app.state.ctx.eventlog.log_dir / "shop"
@@ -278,6 +281,7 @@ def test_an_unwritable_event_log_answers_503_and_loses_nothing(shop, tmp_path):
         assert mode == 0o600  # user ids and queries: owner only
 
 
+@pytest.mark.slow
 def test_rate_limit_per_key_answers_429_with_retry_after(shop, tmp_path):
     path = tmp_path / "limited"
     path.mkdir()

@@ -206,6 +206,7 @@ def test_amazon_broken_chain(amazon_scientific: Path, tmp_path: Path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_amazon_trains_and_evaluates_without_profiles(amazon: tuple[dict, AppData]) -> None:
     """Amazon has no user profiles: the profile kernel degrades to one signature instead of failing."""
@@ -219,6 +220,7 @@ def test_amazon_trains_and_evaluates_without_profiles(amazon: tuple[dict, AppDat
     assert report["model"]["ndcg@10"] > 2 * report["popularity"]["ndcg@10"]
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_cold_users_is_refused_without_profiles(amazon: tuple[dict, AppData]) -> None:
     from recsys.config import TrainConfig
@@ -375,6 +377,7 @@ def test_tafeng_missing_source(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_tafeng_real(tmp_path: Path) -> None:
     src = shared_dataset("ta-feng")

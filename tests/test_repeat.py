@@ -91,6 +91,7 @@ def _repeat_shop(tmp: Path, repeats: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     return items, inter
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("repeats", [True, False])
 def test_tuning_on_time_mixes_repurchases_only_where_people_buy_again(tmp_path: Path, repeats: bool) -> None:
     items, inter = _repeat_shop(tmp_path, repeats)
@@ -115,6 +116,7 @@ def test_tuning_on_time_mixes_repurchases_only_where_people_buy_again(tmp_path: 
         assert outcome.repeat.stats["repeat_pairs"] == 0
 
 
+@pytest.mark.slow
 def test_data_without_time_says_so_and_validates_at_random(tmp_path: Path) -> None:
     items, inter = _repeat_shop(tmp_path, True)
     folder = tmp_path / "data"
@@ -153,6 +155,7 @@ def _buyer(root: Path) -> tuple[str, set[str]]:
     return user, set(buys.loc[buys["user_id"] == user, "item_id"])
 
 
+@pytest.mark.slow
 def test_buy_again_shelf_and_the_home_feeds_repurchases(mixed_shop: Path, tmp_path: Path) -> None:
     user, bought = _buyer(mixed_shop)
     with TestClient(create_app(server_config(mixed_shop, tmp_path, None))) as c:
@@ -178,6 +181,7 @@ def test_buy_again_shelf_and_the_home_feeds_repurchases(mixed_shop: Path, tmp_pa
             assert empty.status_code == 200 and empty.json()["items"] == [] and empty.json()["note"]
 
 
+@pytest.mark.slow
 def test_a_merchants_rule_still_excludes_purchases(mixed_shop: Path, tmp_path: Path) -> None:
     user, bought = _buyer(mixed_shop)
     scenes = "\n[apps.shop.scenes.home]\nexclude_purchased = true\n"

@@ -68,6 +68,7 @@ def trained(mall, tmp_path_factory) -> tuple[Path, str]:
     return artifacts, version
 
 
+@pytest.mark.slow
 def test_train_prints_the_version_and_publishes_a_verified_bundle(trained):
     artifacts, version = trained
     assert bundle.current_version(artifacts, "shop") == version
@@ -82,6 +83,7 @@ def test_train_prints_the_version_and_publishes_a_verified_bundle(trained):
     assert not any(p.name.endswith(".pkl") for p in loaded.path.iterdir())
 
 
+@pytest.mark.slow
 def test_models_beat_popularity_on_the_synthetic_mall(trained):
     artifacts, _ = trained
     metrics = bundle.open_current(artifacts, "shop").manifest["metrics"]
@@ -89,6 +91,7 @@ def test_models_beat_popularity_on_the_synthetic_mall(trained):
         assert metrics[protocol]["model"]["ndcg@10"] > metrics[protocol]["popularity"]["ndcg@10"], protocol
 
 
+@pytest.mark.slow
 def test_train_reports_every_trial_and_the_winner(trained):
     artifacts, _ = trained
     loaded = bundle.open_current(artifacts, "shop")
@@ -107,6 +110,7 @@ def test_train_reports_every_trial_and_the_winner(trained):
     assert report["tuning"]["cold"]["settings"]["coldstart.hybrid_weight"] is not None
 
 
+@pytest.mark.slow
 def test_each_kind_of_user_gets_its_path(trained, mall):
     artifacts, _ = trained
     app = served(artifacts)
@@ -130,6 +134,7 @@ def test_each_kind_of_user_gets_its_path(trained, mall):
     assert len(related.items) == 5 and anchor not in {i.item_id for i in related.items}
 
 
+@pytest.mark.slow
 def test_first_visit_recommendations_follow_the_platform_interests(trained, mall):
     """Ground truth: hybrid picks for profile-only users land in their true interest categories."""
     artifacts, _ = trained
@@ -150,6 +155,7 @@ def test_first_visit_recommendations_follow_the_platform_interests(trained, mall
     assert np.mean(hybrid_hits) > 1.5 * np.mean(popular_hits)
 
 
+@pytest.mark.slow
 def test_models_list_publish_rollback_and_verify(trained, capsys):
     artifacts, first = trained
     bundle_dir = bundle.app_dir(artifacts, "shop")
@@ -174,6 +180,7 @@ def test_models_list_publish_rollback_and_verify(trained, capsys):
     assert main(["models", "--artifacts", a, "verify", "shop"]) == 0
 
 
+@pytest.mark.slow
 def test_evaluate_writes_the_json_contract(mall, tmp_path, capsys):
     config = tmp_path / "fast.toml"
     config.write_text(FAST_CONFIG)
@@ -239,6 +246,7 @@ def test_printed_defaults_are_a_valid_config_that_pins_nothing(tmp_path, capsys)
     assert {"als.factors", "ease.l2", "model.family", "tuning.budget_seconds"} <= everything.pinned
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["tuning", "writing"])
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
 def test_interrupted_training_publishes_nothing(trained, mall, tmp_path, sig, stage):

@@ -65,6 +65,7 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow
 def test_nothing_beats_popularity_so_known_users_get_popularity_with_a_note(tmp_path):
     data = popularity_only_folder(tmp_path / "data")
     result = train(data, tmp_path / "art", "flat", config=quick(budget=6.0), progress=False)
@@ -79,6 +80,7 @@ def test_nothing_beats_popularity_so_known_users_get_popularity_with_a_note(tmp_
     assert anonymous.strategy == "popularity" and anonymous.note is None
 
 
+@pytest.mark.slow
 def test_personal_tastes_are_found_and_published(tmp_path):
     data = two_tastes_folder(tmp_path / "data")
     result = train(data, tmp_path / "art", "shop", config=quick(), progress=False)
@@ -87,6 +89,7 @@ def test_personal_tastes_are_found_and_published(tmp_path):
     assert result.tuning.known.gain > 3 * result.tuning.known.stderr
 
 
+@pytest.mark.slow
 def test_gate_keeps_a_worse_bundle_unpublished_unless_forced(tmp_path):
     data = two_tastes_folder(tmp_path / "data")
     artifacts = tmp_path / "art"
@@ -108,6 +111,7 @@ def test_gate_keeps_a_worse_bundle_unpublished_unless_forced(tmp_path):
     assert bundle.current_version(artifacts, "shop") == out.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_too_few_users_skip_tuning_and_train_the_defaults(tmp_path, capsys):
     data = two_tastes_folder(tmp_path / "data", users=30)
     status = main(["train", "--data", str(data), "--out", str(tmp_path / "art"), "--app", "tiny", "--no-eval"])
@@ -118,6 +122,7 @@ def test_too_few_users_skip_tuning_and_train_the_defaults(tmp_path, capsys):
     assert manifest["config"]["model"]["family"] == "als"
 
 
+@pytest.mark.slow
 def test_a_budget_too_small_for_one_trial_trains_the_defaults(tmp_path):
     data = two_tastes_folder(tmp_path / "data")
     result = train(data, tmp_path / "art", "shop", config=quick(budget=0.0), progress=False)
@@ -127,6 +132,7 @@ def test_a_budget_too_small_for_one_trial_trains_the_defaults(tmp_path):
     assert result.config.als.factors == TrainConfig().als.factors
 
 
+@pytest.mark.slow
 def test_no_tune_trains_the_config_as_written(tmp_path):
     data = two_tastes_folder(tmp_path / "data")
     config = tmp_path / "ease.toml"
@@ -141,6 +147,7 @@ def test_no_tune_trains_the_config_as_written(tmp_path):
                                                                        "max_memory_mb": 2048.0}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pinned", ["model.family", "ease.l2"])
 def test_pinned_values_are_never_searched(tmp_path, pinned):
     data = two_tastes_folder(tmp_path / "data")
