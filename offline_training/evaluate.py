@@ -212,8 +212,8 @@ def tune(data: AppData, frame: pd.DataFrame, cfg: TrainConfig, *, warm: bool = T
     outcome.protocol = protocol
     if warm:
         try:
-            val = carve_validation(data.items, frame, cfg, protocol)
-            finals = carve_validation(data.items, frame, cfg, protocol, second=True)
+            val = carve_validation(data.items, frame, cfg, protocol, profiles=data.merchant_profiles)
+            finals = carve_validation(data.items, frame, cfg, protocol, second=True, profiles=data.merchant_profiles)
             outcome.validation = finals
             warm_budget = budget - cold_budget if cold and has_profiles else budget
             if protocol == "temporal":  # the repeat grid and the earlier cuts' check come out of the same budget

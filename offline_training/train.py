@@ -147,7 +147,8 @@ def train(data_dir: str | os.PathLike, artifacts: str | os.PathLike, app: str, *
         val = outcome.validation
         if val is None:
             try:
-                val = carve_validation(data.items, warm_frame, cfg, validation_protocol, second=True)
+                val = carve_validation(data.items, warm_frame, cfg, validation_protocol, second=True,
+                                       profiles=data.merchant_profiles)
             except TuningSkipped as exc:
                 _log(f"publish gate: {exc}", quiet)
         _log("publish gate …", quiet)

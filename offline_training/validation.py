@@ -9,14 +9,14 @@ an evaluation split otherwise), answers are held out as the evaluation protocols
   search scores on one, the finals and the publish gate on the other.
 - `stratified`: a random share of each user's positive pairs; `last-out`: each user's newest pair.
 Trial models learn from the rest and rank for the validated users, their training items excluded, as
-the home feed excludes what a user already has, and hidden or sold-out items excluded for everyone,
-as the live catalog (`recsys/catalog.py`) never shows them. Nothing here ever sees an evaluation's
+the home feed excludes what a user already has, and what the live catalog (`recsys/catalog.py`) would
+never show them excluded too: hidden or sold-out items, and items outside the user's audience. Nothing here ever sees an evaluation's
 test pairs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +27,7 @@ from scipy.stats import norm
 from offline_training.fit import confidence_matrix, positive_mask
 from offline_training.metrics import ndcg_per_user
 from offline_training.splits import last_out, stratified, temporal, temporal_cut
-from recsys.catalog import TEXT_FIELDS, catalog_state
+from recsys.catalog import TEXT_FIELDS, CatalogState, catalog_state
 from recsys.config import TrainConfig
 from recsys.item_models import gram_matrix
 from recsys.matrix import SECONDS_PER_DAY, IdMap, event_weights
@@ -96,8 +96,11 @@ class Validation:
     #: repeats included (`truth` holds the items new to them).
     cut: float | None = None
     truth_all: sp.csr_matrix | None = None
-    #: Items the feed never shows (hidden or out of stock in the catalog), left out of every ranking.
-    hidden: np.ndarray | None = None
+    #: The catalog as the server would start from it (None for a table of ids only) and the users'
+    #: merchant profiles: what the feed shows each user (visibility, stock, audience).
+    catalog: CatalogState | None = None
+    profiles: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    _never_shown: tuple[np.ndarray, sp.csr_matrix] | None = field(default=None, repr=False)
     _confidences: dict[tuple[float, bool], sp.csr_matrix] = field(default_factory=dict, repr=False)
     _gram: np.ndarray | None = field(default=None, repr=False)
     _earlier: list["Validation"] | None = field(default=None, repr=False)
@@ -126,15 +129,38 @@ class Validation:
     def recommend(self, score_rows: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """Top-k items of each validated user (-1 where short) as the feed would rank them: their
         training items and the items the catalog never shows left out."""
-        exclude = self.confidences()[self.rows]
-        return blocked_top_k(len(self.rows), self.k, lambda r: self._shown(score_rows(self.rows[r])), exclude)[0]
+        return blocked_top_k(len(self.rows), self.k, lambda r: self._shown(score_rows(self.rows[r])), self._exclude())[0]
+
+    def never_shown(self) -> tuple[np.ndarray, sp.csr_matrix]:
+        """(items shown to nobody: hidden or sold out, validated users × items outside their audience),
+        from the catalog's own eligibility rules; empty without a catalog."""
+        if self._never_shown is None:
+            n = len(self.items)
+            hidden, rows, cols = np.zeros(n, dtype=bool), [], []
+            if self.catalog is not None:
+                hidden = ~self.catalog.available()
+                if self.catalog.audience_rules:
+                    for r, user_id in enumerate(np.asarray(self.users.ids, dtype=object)[self.rows].tolist()):
+                        outside = np.flatnonzero(~self.catalog.audience_mask(self.profiles.get(user_id, {})) & ~hidden)
+                        rows += [r] * len(outside)
+                        cols += outside.tolist()
+            blocked = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(self.rows), n))
+            self._never_shown = (hidden, blocked)
+        return self._never_shown
+
+    def _exclude(self) -> sp.csr_matrix:
+        """Each validated user's training items and the items outside their audience."""
+        history = self.confidences()[self.rows]
+        blocked = self.never_shown()[1]
+        return history + blocked if blocked.nnz else history
 
     def _shown(self, scores: np.ndarray) -> np.ndarray:
-        """Scores with the items the feed never shows at -inf (a copy where there are any)."""
-        if self.hidden is None or not self.hidden.any():
+        """Scores with the items nobody is shown at -inf (a copy where there are any)."""
+        hidden = self.never_shown()[0]
+        if not hidden.any():
             return scores
         scores = np.array(scores, dtype=np.float64)
-        scores[..., self.hidden] = -np.inf
+        scores[..., hidden] = -np.inf
         return scores
 
     def ndcg(self, score_rows: Callable[[np.ndarray], np.ndarray]) -> float:
@@ -157,7 +183,7 @@ class Validation:
     def popularity_per_user(self, half_life_days: float = 0.0) -> np.ndarray:
         """Per-user NDCG@k of popularity (plain or decayed), the baseline every model must beat."""
         recs = shared_top_k(self._shown(self.popularity_scores(half_life_days)), len(self.rows), self.k,
-                            self.confidences()[self.rows])
+                            self._exclude())
         return ndcg_per_user(recs, self.truth, self.k)
 
     def popularity_ndcg(self, half_life_days: float = 0.0) -> float:
@@ -184,23 +210,36 @@ class Validation:
                     earlier = carve_validation(items, train, self.cfg, "temporal")
                 except ValueError:  # too little time or too few users left before this cut
                     break
-                earlier.hidden = self.hidden
+                earlier.catalog, earlier.profiles = self.catalog, self.profiles
                 self._earlier.append(earlier)
                 train = earlier.train
         return self._earlier
 
 
 def carve_validation(items: pd.DataFrame, frame: pd.DataFrame, cfg: TrainConfig,
-                     protocol: str = "stratified", second: bool = False) -> Validation:
-    """Hold out validation pairs of `frame` by `protocol` (stratified or last-out); raises
+                     protocol: str = "stratified", second: bool = False,
+                     profiles: pd.DataFrame | None = None) -> Validation:
+    """Hold out validation pairs of `frame` by `protocol` (temporal, stratified or last-out); raises
     TuningSkipped when fewer than `tuning.min_validation_users` users get a validation pair.
+    `profiles` (merchant profiles) decide which items with an audience each user may be shown.
 
     `second` carves the finals split: other random pairs (stratified), or each user's second
     newest pair (last-out), so that it judges what the first one chose on fresh answers."""
     tcfg = cfg.tuning
     positive = positive_mask(frame, cfg)
     if protocol == "temporal":
-        return _carve_temporal(items, frame, positive, cfg, second)
+        val = _carve_temporal(items, frame, positive, cfg, second)
+    else:
+        val = _carve_random(items, frame, positive, cfg, protocol, second)
+    val.catalog = _catalog(items, val.items)
+    val.profiles = _profiles(profiles)
+    return val
+
+
+def _carve_random(items: pd.DataFrame, frame: pd.DataFrame, positive: np.ndarray, cfg: TrainConfig,
+                  protocol: str, second: bool) -> Validation:
+    """Random pairs (stratified) or each user's newest pair (last-out) held out."""
+    tcfg = cfg.tuning
     if protocol == "last-out":
         if second:  # the newest pair never enters the finals' training side nor its answers
             newest = last_out(frame, positive, tcfg.seed)
@@ -231,7 +270,7 @@ def carve_validation(items: pd.DataFrame, frame: pd.DataFrame, cfg: TrainConfig,
     span = float(ts.max() - ts.min()) / SECONDS_PER_DAY if len(ts) else 0.0
     ratings = train.loc[train["event"] == "rating", "value"]
     return Validation(train, users, item_map, users.lookup(list(validated)), truth, cfg, cfg.evaluate.k, span,
-                      bool(ratings.nunique() > 1), hidden=_hidden(items, item_map))
+                      bool(ratings.nunique() > 1))
 
 
 def _carve_temporal(items: pd.DataFrame, frame: pd.DataFrame, positive: np.ndarray, cfg: TrainConfig,
@@ -272,15 +311,23 @@ def _carve_temporal(items: pd.DataFrame, frame: pd.DataFrame, positive: np.ndarr
     span = float(ts.max() - ts.min()) / SECONDS_PER_DAY if len(ts) else 0.0
     ratings = train.loc[train["event"] == "rating", "value"]
     return Validation(train, users, item_map, users.lookup(list(validated)), matrix(test[mine & is_new]), cfg,
-                      cfg.evaluate.k, span, bool(ratings.nunique() > 1), cut=cut, truth_all=matrix(test[mine]),
-                      hidden=_hidden(items, item_map))
+                      cfg.evaluate.k, span, bool(ratings.nunique() > 1), cut=cut, truth_all=matrix(test[mine]))
 
 
-def _hidden(items: pd.DataFrame, item_map: IdMap) -> np.ndarray | None:
-    """Items the live catalog would never show (None for a table of ids only)."""
-    if not {"visible", "stock", *TEXT_FIELDS, "price", "audience"} <= set(items.columns):
+def _catalog(items: pd.DataFrame, item_map: IdMap) -> CatalogState | None:
+    """The catalog state the server would start from (None for a table of ids only)."""
+    if not {"visible", "stock", "price", "audience", *TEXT_FIELDS} <= set(items.columns):
         return None
-    return ~catalog_state(items, item_map).available()
+    return catalog_state(items, item_map)
+
+
+def _profiles(profiles: pd.DataFrame | None) -> dict[str, dict[str, str]]:
+    """Merchant profiles by user (only their non-empty fields)."""
+    if profiles is None or profiles.empty:
+        return {}
+    fields = [c for c in profiles.columns if c != "user_id"]
+    return {str(row[0]): {f: str(v) for f, v in zip(fields, row[1:]) if str(v)}
+            for row in profiles[["user_id", *fields]].astype(str).itertuples(index=False)}
 
 
 def _pair_keys(pairs: pd.DataFrame, users: IdMap, items: IdMap) -> np.ndarray:

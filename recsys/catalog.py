@@ -169,7 +169,7 @@ class CatalogState:
         """Items this user may be shown: visible, in stock (unless `in_stock` is false) and within
         their audience. A new writable array over every position (trained, then new)."""
         trained = self.available() if in_stock else self.visible.copy()
-        trained &= self._audience_mask(merchant_profile)
+        trained &= self.audience_mask(merchant_profile)
         if not len(self.new):
             return trained
         new = self.new.visible()
@@ -178,9 +178,10 @@ class CatalogState:
         new &= np.array([audience_allows(a, merchant_profile) for a in self.new.column("audience")], dtype=bool)
         return np.concatenate([trained, new])
 
-    def _audience_mask(self, merchant_profile: Mapping[str, str]) -> np.ndarray:
-        """Trained items the profile's audience allows; cached per combination of the profile values
-        the rules look at (a member level, a store: few), read-only."""
+    def audience_mask(self, merchant_profile: Mapping[str, str]) -> np.ndarray:
+        """Trained items the profile's audience allows (items without an audience included); cached
+        per combination of the profile values the rules look at (a member level, a store: few),
+        read-only."""
         signature = tuple(merchant_profile.get(name, "") for name, _, _ in self.audience_rules)
         mask = self._masks.get(signature)
         if mask is None:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from offline_training.datafolder import load_data_folder
@@ -110,20 +111,32 @@ def test_a_pinned_lambda_is_fitted_once_not_searched(splits):
     assert known.family in ("ease", "popularity") and [f["family"] for f in known.finalists] == ["ease"]
 
 
-def test_validation_ranks_within_what_the_catalog_shows(tmp_path):
-    """Tuning and the gate rank as the feed does: a hidden or sold-out item is never recommended, by
-    a trial model or by popularity (recsys/catalog.py decides what is shown, for both)."""
+def test_validation_ranks_within_what_the_catalog_shows_each_user(tmp_path):
+    """Tuning and the gate rank as the feed does: a hidden or sold-out item is never recommended, and
+    a members-only item only to members (recsys/catalog.py decides what is shown, as in serving)."""
     data = load_data_folder(tastes_folder(tmp_path / "tastes", users=600, items=400, tastes=10))
     popular = data.interactions["item_id"].value_counts().index[:6].tolist()
     items = data.items.copy()
     items.loc[items["item_id"].isin(popular[:3]), "visible"] = False
     items.loc[items["item_id"].isin(popular[3:]), "stock"] = 0
-    val = carve_validation(items, data.interactions, TrainConfig())
-    hidden = val.items.lookup(popular)
-    assert val.hidden is not None and val.hidden[hidden].all() and val.hidden.sum() == 6
+    members_only = data.interactions["item_id"].value_counts().index[6:9].tolist()
+    items.loc[items["item_id"].isin(members_only), "audience"] = "member_level:gold"
+    users = sorted(data.interactions["user_id"].unique())
+    gold = set(users[::2])
+    profiles = pd.DataFrame({"user_id": users, "member_level": ["gold" if u in gold else "" for u in users]})
+    val = carve_validation(items, data.interactions, TrainConfig(), profiles=profiles)
+    hidden, blocked = val.never_shown()
+    assert set(np.flatnonzero(hidden)) == set(val.items.lookup(popular))
     popularity = val.popularity_scores()
     recs = val.recommend(lambda rows: np.tile(popularity, (len(rows), 1)))
-    assert (recs >= 0).all() and not np.isin(recs, hidden).any()
+    assert (recs >= 0).all() and not np.isin(recs, np.flatnonzero(hidden)).any()
+    restricted = val.items.lookup(members_only)
+    validated = np.asarray(val.users.ids, dtype=object)[val.rows]
+    is_gold = np.array([u in gold for u in validated])
+    assert is_gold.any() and (~is_gold).any()
+    assert not np.isin(recs[~is_gold], restricted).any()  # outside their audience: never
+    assert np.isin(recs[is_gold], restricted).any()  # members do get them
+    assert blocked.nnz == 3 * (~is_gold).sum()
     shown_everywhere = carve_validation(data.items, data.interactions, TrainConfig())
-    assert not shown_everywhere.hidden.any()
+    assert not shown_everywhere.never_shown()[0].any() and not shown_everywhere.never_shown()[1].nnz
     assert shown_everywhere.popularity_ndcg() != val.popularity_ndcg()  # the hidden best sellers counted before
