@@ -46,7 +46,7 @@ from bench.harness import progress  # noqa: E402
 from bench.harness.client import HOST  # noqa: E402
 from bench.harness.mall import APP, BENCH_KEY, Prepared, prepare, reset_state  # noqa: E402
 from bench.harness.server import ServerProcess, running_server  # noqa: E402
-from bench.harness.traffic import has_chinese, pinyin_forms  # noqa: E402
+from vocab.pinyin import has_chinese, pinyin_forms  # noqa: E402
 from locustfiles.shapes import PROFILES, REFERENCE_PHASE, plan_for  # noqa: E402
 
 #: recovery_s: a window's p99 is "back" when within this factor of the reference (steady) p99 …

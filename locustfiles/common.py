@@ -50,8 +50,8 @@ from typing import Any, Callable
 
 from locust import FastHttpUser, LoadTestShape, events, task
 
-from bench.harness.mall import APP as BENCH_APP, BENCH_KEY
-from bench.harness.traffic import pinyin_forms
+from locustfiles.target import BENCH_APP, BENCH_KEY
+from vocab.pinyin import pinyin_forms
 from locustfiles.shapes import MAX_RAMP_S, SPIKE_FACTOR, Plan, plan_for
 
 APP = os.environ.get("MINIREC_APP", BENCH_APP)

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import progress
+# The bench app and its key are the locust profiles' defaults too. The server listens on 127.0.0.1
+# only and the app holds synthetic data.
+from locustfiles.target import BENCH_APP as APP, BENCH_KEY  # noqa: F401  (re-exported for bench/*)
 
-APP = "bench"
-#: The bench app's key. The server listens on 127.0.0.1 only and the app holds synthetic data.
-BENCH_KEY = "bench-key-0123456789"
 ADMIN_KEY = "bench-admin-0123456789"
 PLATFORM_KEY = "bench-platform-0123456789"
 TRAIN_CONFIG = """# minirec bench serve: defaults, except fewer hybrid epochs (prep time), no evaluation, and ALS

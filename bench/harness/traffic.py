@@ -11,6 +11,7 @@ import numpy as np
 
 from bench.harness.client import encode_get, encode_post_json
 from bench.harness.mall import APP, BENCH_KEY
+from vocab.pinyin import pinyin_forms
 
 if TYPE_CHECKING:
     from bench.harness.mall import Prepared
@@ -20,20 +21,6 @@ DEFAULT_MIX = {"known": 0.5, "cold": 0.3, "unknown": 0.2}
 PAGE = 20  # items per home and search request
 
 RequestList = list[tuple[str, bytes]]
-
-
-def pinyin_forms(query: str) -> tuple[str, str]:
-    """(full pinyin, pinyin initials) of `query`, lower case without spaces (ASCII stays as it is)."""
-    from pypinyin import Style, lazy_pinyin
-
-    full = "".join(lazy_pinyin(query)).replace(" ", "").lower()
-    initials = "".join(lazy_pinyin(query, style=Style.FIRST_LETTER)).replace(" ", "").lower()
-    return full, initials
-
-
-def has_chinese(text: str) -> bool:
-    """Whether `text` holds a CJK character (only those have a pinyin form of their own)."""
-    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
 
 
 def typed_prefix(query: str, form: str, rng: np.random.Generator) -> str:
