@@ -112,12 +112,13 @@ class CatalogState:
     audience_rules: list[tuple[str, frozenset[str], np.ndarray]]
     new: NewItems = field(default_factory=NewItems)
     _masks: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    #: Positions below this are the bundle's items (a plain attribute: read for every item shown).
+    n_trained: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_trained", len(self.titles))
 
     # --- positions -------------------------------------------------------------------------------
-    @property
-    def n_trained(self) -> int:
-        return len(self.titles)
-
     def __len__(self) -> int:
         return self.n_trained + len(self.new)
 
@@ -132,19 +133,24 @@ class CatalogState:
     def item_id(self, pos: int) -> str:
         return self.items.ids[pos] if pos < self.n_trained else self.new.ids[pos - self.n_trained]
 
-    def _text(self, pos: int, name: str) -> str:
-        if pos < self.n_trained:
-            return getattr(self, _PLURAL[name])[pos]
+    def _new_text(self, pos: int, name: str) -> str:
         return str(self.new.rows[pos - self.n_trained].get(name) or "")
 
     def title(self, pos: int) -> str:
-        return self._text(pos, "title")
+        return self.titles[pos] if pos < self.n_trained else self._new_text(pos, "title")
 
     def category(self, pos: int) -> str:
-        return self._text(pos, "category")
+        return self.categories[pos] if pos < self.n_trained else self._new_text(pos, "category")
 
     def brand(self, pos: int) -> str:
-        return self._text(pos, "brand")
+        return self.brands[pos] if pos < self.n_trained else self._new_text(pos, "brand")
+
+    def texts(self, pos: int) -> tuple[str, str, str, str]:
+        """The item's title, brand, category and tags (`TEXT_FIELDS`)."""
+        if pos < self.n_trained:
+            return self.titles[pos], self.brands[pos], self.categories[pos], self.tags[pos]
+        row = self.new.rows[pos - self.n_trained]
+        return tuple(str(row.get(name) or "") for name in TEXT_FIELDS)  # type: ignore[return-value]
 
     def price(self, pos: int) -> float:
         if pos < self.n_trained:
@@ -153,8 +159,7 @@ class CatalogState:
 
     def row(self, pos: int) -> dict[str, Any]:
         """The item's searchable text fields, id and price."""
-        return {"item_id": self.item_id(pos), **{f: self._text(pos, f) for f in TEXT_FIELDS},
-                "price": self.price(pos)}
+        return {"item_id": self.item_id(pos), **dict(zip(TEXT_FIELDS, self.texts(pos))), "price": self.price(pos)}
 
     def all_prices(self) -> np.ndarray:
         return np.concatenate([self.prices, self.new.prices()]) if len(self.new) else self.prices

@@ -239,31 +239,33 @@ def describe_segment(key: str) -> str:
 
 def user_items(app: ServedModels, user_id: str | None, state: UserState | None, catalog: CatalogState,
                rules: SceneRules, repeat: dict[int, int] | None = None) -> UserItems | None:
-    """The user's items as the scene's rules need them (only what `rules` use is looked up)."""
-    if user_id is None and state is None:
+    """The user's items as the scene's rules need them (only what `rules` use is looked up); None
+    when the rules need none or nothing is known of the user."""
+    needs_purchases = rules.exclude_purchased is not False
+    if (user_id is None and state is None) or not (needs_purchases or rules.exclude_seen or rules.fatigue_impressions):
         return None
     user = app.models.users.get(user_id) if user_id else None
-    seen: list[np.ndarray] = []
-    purchased: list[np.ndarray] = []
+    empty = np.zeros(0, dtype=np.int64)
+    seen = purchased = empty
     if rules.exclude_seen:
-        if user is not None:
-            seen.append(app.models.history(user)[0])
         weights = app.event_weights
-        seen.append(_positions(catalog, (i for i, event, _ in state.recent if weights.get(event, 0.0) > 0)
-                               if state is not None else ()))
-    if rules.exclude_purchased is not False:
-        if app.models.repeat is not None and user_id:
-            purchased.append(app.models.repeat.history(user, state.recent if state else [], app.models.items)[0])
-        purchased.append(_positions(catalog, state.purchased if state is not None else ()))
+        recent = _positions(catalog, (i for i, event, _ in state.recent if weights.get(event, 0.0) > 0)
+                            if state is not None else ())
+        seen = np.concatenate([app.models.history(user)[0], recent]) if user is not None else recent
+    if needs_purchases:
+        purchased = _positions(catalog, state.purchased if state is not None else ())
+        # the training's purchases are part of the history `exclude_seen` drops already
+        if not rules.exclude_seen and app.models.repeat is not None and user_id:
+            bought = app.models.repeat.history(user, state.recent if state else [], app.models.items)[0]
+            purchased = np.concatenate([bought, purchased])
     shown: dict[int, int] = {}
     if rules.fatigue_impressions and state is not None:
         for item_id, count in state.shown.items():
             pos = catalog.position(item_id)
             if pos is not None:
                 shown[pos] = count
-    empty = np.zeros(0, dtype=np.int64)
-    return UserItems(np.concatenate(seen) if seen else empty, np.concatenate(purchased) if purchased else empty,
-                     shown, np.fromiter(repeat or (), dtype=np.int64, count=len(repeat or ())))
+    spared = np.fromiter(repeat, dtype=np.int64, count=len(repeat)) if repeat else empty
+    return UserItems(seen, purchased, shown, spared)
 
 
 def _positions(catalog: CatalogState, item_ids: Iterable[str]) -> np.ndarray:

@@ -82,16 +82,16 @@ def apply_rules(scores: np.ndarray, allowed: np.ndarray, rules: SceneRules, cata
     `allowed` (eligibility, request filters) and the scene's exclusions are -inf, fatigue and boosts
     move scores by `unit`s (a standard deviation of the scores being ranked). Feeds and search both
     rank through this; it never makes an item that was not allowed eligible."""
-    out = np.where(allowed, np.asarray(scores, dtype=np.float64), -np.inf)
+    scores = np.asarray(scores, dtype=np.float64)
+    out = np.where(allowed, scores, -np.inf)
     if user is not None:
-        drop = np.zeros(len(out), dtype=bool)
         if rules.exclude_purchased is not False:
-            drop[user.purchased] = True
+            out[user.purchased] = -np.inf
         if rules.exclude_seen:
-            drop[user.seen] = True
+            out[user.seen] = -np.inf
         if rules.exclude_purchased is not True and len(user.repeat):
-            drop[user.repeat] = False
-        out[drop] = -np.inf
+            spared = user.repeat[allowed[user.repeat]]
+            out[spared] = scores[spared]
         if rules.fatigue_impressions:
             for pos, count in user.shown.items():
                 if count >= rules.fatigue_impressions:
@@ -103,11 +103,12 @@ def apply_rules(scores: np.ndarray, allowed: np.ndarray, rules: SceneRules, cata
     return out
 
 
-def page_order(scores: np.ndarray, rules: SceneRules, catalog: CatalogState, want: int,
-               page_size: int) -> tuple[list[int], int]:
+def page_order(scores: np.ndarray, rules: SceneRules, catalog: CatalogState, want: int, page_size: int,
+               candidates: np.ndarray | None = None) -> tuple[list[int], int]:
     """(positions of the first `want` items, how many of them are pinned): pinned items that still
     have a score first, in the configured order, then best score first (ties by position, so every
-    page of one ranking agrees), at most `max_per_category` / `max_per_brand` per page of `page_size`."""
+    page of one ranking agrees), at most `max_per_category` / `max_per_brand` per page of `page_size`.
+    `candidates` (positions) may say where the finite scores can be, to skip scanning the catalog."""
     pinned = []
     for item_id in rules.pinned:
         pos = catalog.position(item_id)
@@ -115,7 +116,10 @@ def page_order(scores: np.ndarray, rules: SceneRules, catalog: CatalogState, wan
             pinned.append(pos)
     rest = scores.copy()
     rest[pinned] = -np.inf
-    finite = np.flatnonzero(np.isfinite(rest))
+    if candidates is None:
+        finite = np.flatnonzero(np.isfinite(rest))
+    else:
+        finite = candidates[np.isfinite(rest[candidates])]
     pool = max(want * 4, 60)  # enough to fill capped pages; fewer Python objects
     if len(finite) > pool:  # every item tied with the pool's last joins it, so the pool never depends on `want`'s ties
         cut = np.partition(-rest[finite], pool - 1)[pool - 1]
@@ -123,7 +127,11 @@ def page_order(scores: np.ndarray, rules: SceneRules, catalog: CatalogState, wan
     ordered = finite[np.lexsort((finite, -rest[finite]))].tolist()
     left = max(want - len(pinned), 0)
     if rules.max_per_category or rules.max_per_brand:
-        def keys(pos: int) -> tuple[str, str]:
+        categories, brands, n_trained = catalog.categories, catalog.brands, catalog.n_trained
+
+        def keys(pos: int) -> tuple[str, str]:  # read lazily: diversifying stops once the pages are full
+            if pos < n_trained:
+                return categories[pos], brands[pos]
             return catalog.category(pos), catalog.brand(pos)
         ordered = [ordered[k] for k in diverse_order(ordered, keys, left, page_size, rules)]
     return pinned + ordered[:left], len(pinned)

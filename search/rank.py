@@ -169,16 +169,18 @@ def _scene_page(app: ServedModels, catalog: CatalogState, ranked: _Ranked, rules
     to search as to the feeds: fatigue and boosts in standard deviations of these scores."""
     full = np.full(len(catalog), -np.inf)
     full[ranked.docs] = ranked.scores
-    finite = ranked.scores[np.isfinite(ranked.scores)]
-    unit = float(finite.std()) if len(finite) > 1 else 1.0
+    unit = 1.0
+    if rules.fatigue_impressions or rules.boosted:
+        finite = ranked.scores[np.isfinite(ranked.scores)]
+        unit = float(finite.std()) if len(finite) > 1 else 1.0
     user = user_items(app, user_id, user_state, catalog, rules)
     scores = apply_rules(full, np.isfinite(full), rules, catalog, user, unit=unit)
-    order, _ = page_order(scores, rules, catalog, params.offset + params.n, params.n)
+    order, _ = page_order(scores, rules, catalog, params.offset + params.n, params.n, candidates=ranked.docs)
     items = []
     for pos in order[params.offset: params.offset + params.n]:
         items.append(Item(catalog.item_id(pos), round(float(scores[pos]), 6), ranked.reason(pos),
                           catalog.title(pos), catalog.category(pos), catalog.price(pos)))
-    return items, int(np.isfinite(scores).sum())
+    return items, int(np.isfinite(scores[ranked.docs]).sum())
 
 
 def search_page(app: ServedModels, state: SearchState, user_id: str | None, user_state: UserState | None,

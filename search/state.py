@@ -25,7 +25,7 @@ import numpy as np
 from rapidfuzz import fuzz, process
 
 from recsys import bundle
-from recsys.catalog import CatalogState, ServingCatalog
+from recsys.catalog import TEXT_FIELDS, CatalogState, ServingCatalog
 from recsys.item_features import category_levels
 from recsys.schema import CATEGORY_SEP, LIST_SEP
 from search.bm25 import BM25Index
@@ -167,11 +167,11 @@ class SearchState:
         return self._normalize(catalog, doc)[2]
 
     def _normalize(self, catalog: CatalogState, doc: int) -> tuple[tuple[str, ...], dict[str, str], str]:
-        row = catalog.row(doc)
-        texts = tuple(str(row[f]) for f in FIELD_ORDER)
+        texts = catalog.texts(doc)
         cached = self._normalized.get(doc)
         if cached is None or cached[0] != texts:
-            fields = {f: normalize(t) for f, t in zip(FIELD_ORDER, texts)}
+            by_name = dict(zip(TEXT_FIELDS, texts))
+            fields = {f: normalize(by_name[f]) for f in FIELD_ORDER}
             cached = (texts, fields, "".join(_WHITESPACE.sub("", t) for t in fields.values()))
             self._normalized[doc] = cached
         return cached
@@ -226,13 +226,13 @@ class SearchState:
                 if doc is None:
                     continue  # an incomplete new item the catalog ignored
                 row = catalog.row(doc)
-                if self._indexed_text(doc) == tuple(str(row[f]) for f in FIELD_ORDER):
+                if self._indexed_text(doc) == catalog.texts(doc):
                     continue  # stock, price or visibility only: the catalog state already says so
                 postings.append((doc, self._tokens(row)))
                 dictionary.learn(doc, row["item_id"], row["title"], row["brand"], row["category"])
             self._dictionary = dictionary
             for doc, tokens in postings:
-                self._indexed[doc] = tuple(str(catalog.row(doc)[f]) for f in FIELD_ORDER)
+                self._indexed[doc] = catalog.texts(doc)
                 self.index.upsert(doc, tokens)
 
     def _indexed_text(self, doc: int) -> tuple[str, ...] | None:
@@ -242,8 +242,7 @@ class SearchState:
             return self._indexed[doc]
         if doc >= self._base.n_trained:
             return None
-        row = self._base.row(doc)
-        return tuple(str(row[f]) for f in FIELD_ORDER)
+        return self._base.texts(doc)
 
     def _tokens(self, row: dict[str, Any]) -> dict[str, list[str]]:
         # a new brand or tag becomes one token for queries too
