@@ -56,6 +56,7 @@ def test_one_ease_solve_is_scored_at_several_neighbour_counts(splits):
     assert val.ndcg(trial_scorer(refit, conf, len(val.items))) == pytest.approx(value)
 
 
+@pytest.mark.slow
 def test_ease_gets_several_lambdas_when_the_budget_allows_a_couple_of_full_solves(splits):
     val, finals, cfg = splits
     val.gram()
@@ -100,12 +101,14 @@ def test_small_catalogues_and_other_families_get_no_proxies(splits, tmp_path):
     assert users_per_item[catalogue].min() >= np.delete(users_per_item, catalogue).max()  # the most popular
 
 
+@pytest.mark.slow
 def test_a_pinned_lambda_is_fitted_once_not_searched(splits):
     val, finals, cfg = splits
     pinned = cfg.copy()
     pinned.model.family, pinned.ease.l2 = "ease", 80.0
     pinned.pinned |= {"model.family", "ease.l2"}
-    known = tune_known(val, finals, pinned, 2.0, progress=False)
+    # a budget far above one fit's time: what is tried must follow from the pins, not from the clock
+    known = tune_known(val, finals, pinned, 300.0, progress=False)
     assert [t.state for t in known.trials] == ["proxy", "complete"]  # nothing to search: one full fit
     assert {t.params["ease.l2"] for t in known.trials} == {80.0}
     assert known.family in ("ease", "popularity") and [f["family"] for f in known.finalists] == ["ease"]
