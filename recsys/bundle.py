@@ -7,7 +7,7 @@ Layout and guarantees:
   or whose config fails `recsys.config.check_config` (like a config file would).
 - `ARTIFACTS/<app>/current` holds the published version's name and is replaced atomically
   (write aside, `os.replace`), so a reader sees either the old or the new version, never a mix.
-- Arrays are `.npy` loaded with `allow_pickle=False`; everything else is JSON. No pickle anywhere.
+- Arrays are `.npy` (never pickled), memory-mapped read-only when loaded; everything else is JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from recsys.config import ConfigError, check_config, config_from_dict
+from recsys.npymap import map_npy
 
 MANIFEST = "manifest.json"
 CURRENT = "current"
@@ -207,9 +208,12 @@ class Bundle:
     def has(self, name: str) -> bool:
         return name in self.manifest["files"]
 
-    def array(self, name: str, mmap: bool = False) -> np.ndarray:
-        """Load `<name>.npy` (never unpickles)."""
-        return np.load(self.path / f"{name}.npy", allow_pickle=False, mmap_mode="r" if mmap else None)
+    def array(self, name: str, mmap: bool = True) -> np.ndarray:
+        """`<name>.npy`, memory-mapped read-only by default (recsys/npymap.py: the workers of a host
+        share its pages); `mmap=False` reads a private, writeable copy. Never unpickles."""
+        if mmap:
+            return map_npy(self.path / f"{name}.npy")
+        return np.load(self.path / f"{name}.npy", allow_pickle=False)
 
     def json(self, name: str) -> Any:
         return json.loads((self.path / f"{name}.json").read_text(encoding="utf-8"))
