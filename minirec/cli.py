@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,61 @@ def _add_train_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--no-tune", action="store_true", help="evaluate the config as written, without tuning")
     ev.add_argument("--platform", help="folder with the shared platform_profiles (default: the data folder)")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_train_all_command(sub: argparse._SubParsersAction) -> None:
+    ta = sub.add_parser(
+        "train-all", help="train every app whose data changed, in parallel on Ray; a summary table",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+                    "Train every app whose data folder changed since its published bundle (its fingerprint "
+                    "differs from the one in the bundle's manifest; --force: all), each as a Ray task with its "
+                    "own CPU, memory and time limits, through the same tuning, evaluation, publish gate and "
+                    "atomic publish as `minirec train`. One app failing, running out of time or of memory "
+                    "never stops the others and never leaves a half-written bundle; a summary table follows "
+                    "(stdout; --json writes it). Exit status 1 if any app failed (the table is printed "
+                    "anyway), else 0; an app held by the publish gate is not a failure.", 100),
+        epilog="""where apps come from:
+  --apps-root DIR        every DIR/<app>/data/ is an app's data folder (the layout a service provider
+                         keeps, one folder per merchant); DIR/<app>/train.toml, if present, is its
+                         training config, DIR/<app>/limits.toml may set timeout_seconds, memory_mb, cpus
+  --server-config FILE   minirec.toml: its apps with seed_data (unless --apps-root is given), its
+                         artifacts folder, and its event log (state_dir/events or event_stream) for
+                         --from-events
+
+examples:
+  minirec train-all --apps-root /srv/minirec/apps --artifacts /srv/minirec/artifacts
+  minirec train-all --server-config minirec.toml --apps-root /srv/minirec/apps --from-events
+  minirec train-all --apps-root apps --address ray://head:10001 --memory-mb 8192 --json summary.json""")
+    ta.add_argument("--apps-root", metavar="DIR", help="folder of apps: DIR/<app>/data is each app's data folder")
+    ta.add_argument("--server-config", metavar="FILE",
+                    help="minirec.toml: apps with seed_data, the artifacts folder and the event log")
+    ta.add_argument("--artifacts", help=f"artifacts folder, one subfolder per app (default: the server config's, "
+                                        f"else {DEFAULT_ARTIFACTS!r} or $MINIREC_ARTIFACTS)")
+    ta.add_argument("--apps", nargs="+", metavar="APP", help="only these apps")
+    ta.add_argument("--config", help="training config of apps without their own train.toml")
+    ta.add_argument("--platform", help="folder with the shared platform_profiles (default: each data folder)")
+    ta.add_argument("--force", action="store_true", help="train every app, changed or not")
+    ta.add_argument("--from-events", action="store_true",
+                    help="first merge each app's new logged events (POST events) into its data folder's "
+                         "interactions and queries, once per event_id (a ledger <data>.events-merged.json "
+                         "beside the folder remembers what was merged)")
+    ta.add_argument("--events", metavar="LOG", help="the event log for --from-events: the server's log folder "
+                                                    "(<state_dir>/events) or nats://host:port (default: from "
+                                                    "--server-config)")
+    ta.add_argument("--stream", help="JetStream stream name (default: the server config's, else MINIREC_EVENTS)")
+    ta.add_argument("--address", help="Ray cluster to run on (ray://head:10001 or auto); default: start Ray on "
+                                      "this machine")
+    ta.add_argument("--cpus", type=int, help="CPUs of the local Ray (default: all of this machine's)")
+    ta.add_argument("--cpus-per-app", type=float, default=1.0, help="CPUs each app's task asks for (default 1)")
+    ta.add_argument("--memory-mb", type=int, default=4096,
+                    help="memory each app's task asks for and may use (RSS); over it the training is stopped "
+                         "(default 4096)")
+    ta.add_argument("--timeout", type=float, default=3600.0,
+                    help="seconds each app may train; then it is stopped, or killed (default 3600)")
+    ta.add_argument("--no-eval", action="store_true", help="skip the evaluation protocols (faster)")
+    ta.add_argument("--json", metavar="PATH", help="also write the summary table as JSON")
+    ta.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_model_commands(sub: argparse._SubParsersAction) -> None:
@@ -255,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data_commands(sub)
     _add_train_commands(sub)
+    _add_train_all_command(sub)
     _add_model_commands(sub)
     _add_serve_commands(sub)
     _add_bench_commands(sub)
@@ -344,6 +401,45 @@ def _cmd_train(args: argparse.Namespace) -> int:
               f"`minirec models --artifacts {args.out} publish {args.app} {result.version}`", file=sys.stderr)
         return 3
     return 0
+
+
+def _cmd_train_all(args: argparse.Namespace) -> int:
+    from offline_training import train_all as ta
+    if not args.apps_root and not args.server_config:
+        raise ValueError("give --apps-root DIR and/or --server-config minirec.toml (see `minirec train-all --help`)")
+    for name, value in (("--cpus", args.cpus), ("--cpus-per-app", args.cpus_per_app),
+                        ("--memory-mb", args.memory_mb), ("--timeout", args.timeout)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{name} must be > 0")
+    limits = {"timeout_s": args.timeout, "memory_mb": args.memory_mb, "num_cpus": args.cpus_per_app}
+    artifacts, events, stream = args.artifacts, args.events, args.stream
+    jobs: list[ta.AppJob] = []
+    if args.server_config:  # read here: training does not import serving (docs/architecture.md)
+        from serving.server_config import load_server_config
+        server = load_server_config(args.server_config)
+        artifacts = artifacts or str(server.artifacts)
+        events = events or server.event_stream or str(server.state_dir / "events")
+        stream = stream or server.event_stream_name
+        if not args.apps_root:
+            jobs = [ta.AppJob(a.app_id, a.seed_data, Path(args.config) if args.config else None, **limits)
+                    for a in server.apps.values() if a.seed_data is not None]
+    if args.apps_root:
+        jobs = ta.discover_apps(args.apps_root, config=args.config, **limits)
+    if args.apps:
+        unknown = sorted(set(args.apps) - {j.app for j in jobs})
+        if unknown:
+            raise ValueError(f"unknown apps {unknown} (known: {', '.join(j.app for j in jobs) or 'none'})")
+        jobs = [j for j in jobs if j.app in args.apps]
+    if args.from_events and not events:
+        raise ValueError("--from-events needs --events LOG (or --server-config naming the event log)")
+    rows = ta.run_train_all(jobs, artifacts or DEFAULT_ARTIFACTS, platform_dir=args.platform, force=args.force,
+                            events_source=events if args.from_events else None,
+                            stream=stream or "MINIREC_EVENTS", run_evaluation=not args.no_eval,
+                            address=args.address, cpus=args.cpus, progress=not args.quiet)
+    print(ta.format_table(rows))
+    if args.json:
+        ta.write_json(rows, args.json)
+    return ta.exit_status(rows)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -473,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     from offline_training.datafolder import DataError
     from recsys.bundle import BundleError
     from serving.server_config import ServerConfigError
-    handlers = {"data": _cmd_data, "train": _cmd_train, "evaluate": _cmd_evaluate, "models": _cmd_models,
+    handlers = {"data": _cmd_data, "train": _cmd_train, "train-all": _cmd_train_all, "evaluate": _cmd_evaluate, "models": _cmd_models,
                 "serve": _cmd_serve, "keys": _cmd_keys, "bench": _cmd_bench, "demo": _cmd_demo,
                 "report": _cmd_report, "simulate": _cmd_simulate}
     try:

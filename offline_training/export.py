@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,7 @@ def export_events(
     platform_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     stream: str = "MINIREC_EVENTS",
+    events: Iterable[dict[str, Any]] | None = None,
 ) -> ExportResult:
     """Export `app`'s logged events (ts >= `since`, if given) into a data folder at `out_dir`.
     `log_dir` is the local log's folder, or a `nats://` URL of the JetStream server holding `stream`
@@ -119,6 +120,8 @@ def export_events(
     items and profile tables copied as they are, its interactions and queries followed by the
     exported rows. Events for items missing from the base's items are left out and counted (items
     published through the API after the folder was made: add them to items to keep their events).
+    `events`, when given, are exported instead of reading `log_dir` (`minirec train-all --from-events`
+    passes the logged events it has not merged before; offline_training/event_merge.py).
     Use `since` (e.g. the time of the previous export) so that rows already in `base` are not added
     twice. `out_dir` may be `base` itself with `overwrite=True`: everything is read first and the
     folder is replaced atomically. Raises FileExistsError if `out_dir` is not empty and not
@@ -128,8 +131,12 @@ def export_events(
     from features.eventstream import is_stream_url, iter_stream_events
 
     stats = ReadStats()
-    source = iter_stream_events(str(log_dir), app, stream) if is_stream_url(str(log_dir)) else \
-        iter_events(log_dir, app, since, stats)
+    if events is not None:
+        source: Iterator[dict[str, Any]] = iter(events)
+    elif is_stream_url(str(log_dir)):
+        source = iter_stream_events(str(log_dir), app, stream)
+    else:
+        source = iter_events(log_dir, app, since, stats)
     inter_rows, query_rows, duplicates, malformed = _rows(source, since)
     interactions = _frame(inter_rows, _INTERACTION_COLUMNS)
     queries = _frame(query_rows, _QUERY_COLUMNS)
