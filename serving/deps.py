@@ -5,6 +5,7 @@ request (measured: about 1 ms of CPU per request under load)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -26,7 +27,8 @@ ApiKey = Annotated[str | None, Header(alias="X-API-Key", description="The app's 
 
 def check_app_key(ctx: ServingContext, app_id: str, x_api_key: str | None) -> None:
     """401 without a valid key; 403 when the key is not this app's — the same answer whether or not
-    `app_id` exists, so a key cannot probe for other tenants' ids."""
+    `app_id` exists, so a key cannot probe for other tenants' ids. The key is hashed once per request
+    and found by one lookup (`ServerConfig.app_for_key`), however many apps the server has."""
     if not x_api_key:
         raise ApiError(401, "unauthorized", "missing X-API-Key header")
     owner = ctx.config.app_for_key(x_api_key)
@@ -64,16 +66,20 @@ async def served_app(request: Request, app_id: AppPath, x_api_key: ApiKey = None
     """Key checked as `require_app`, then the app's loaded bundle, or 503 if none could be loaded yet."""
     ctx: ServingContext = request.app.state.ctx
     check_app_key(ctx, app_id, x_api_key)
-    loaded = ctx.registry.get(app_id)
+    registry = ctx.registry
+    loaded = registry.get(app_id) if registry.resident(app_id) is not None else None
+    if loaded is None:  # not in memory: loaded in a thread, so the worker goes on answering the others
+        loaded = await asyncio.to_thread(registry.get, app_id)
     if loaded is None:
         raise ApiError(503, "unavailable", f"app {app_id!r} has no model loaded yet; see GET /v1/admin/models")
-    return Served(ctx, app_id, loaded, bool(request.scope.get("state", {}).get("overloaded")))
+    return Served(ctx, app_id, ctx.settle(loaded), bool(request.scope.get("state", {}).get("overloaded")))
 
 
 App = Annotated[Served, Depends(served_app)]
 
 
 async def require_admin(ctx: Context, x_api_key: ApiKey = None) -> None:
+    """The admin key, or 401 / 403."""
     if not x_api_key:
         raise ApiError(401, "unauthorized", "missing X-API-Key header")
     if not key_matches(x_api_key, ctx.config.admin_key_sha256):
@@ -93,7 +99,7 @@ async def require_app_or_admin(request: Request, app_id: AppPath, x_api_key: Api
     ctx: ServingContext = request.app.state.ctx
     if x_api_key and key_matches(x_api_key, ctx.config.admin_key_sha256):
         if app_id not in ctx.config.apps:
-            raise ApiError(404, "not_found", f"no app {app_id!r} in this server's minirec.toml")
+            raise ApiError(404, "not_found", f"no app {app_id!r} (in minirec.toml or created through the admin API)")
         return app_id
     check_app_key(ctx, app_id, x_api_key)
     return app_id

@@ -8,6 +8,10 @@ minirec.toml holds every table the server reads:
     [apps.<id>.scenes.<scene>]       scene rules over the defaults of recsys/rules.py
     [apps.<id>.experiments.<name>]   A/B experiments (vocab/experiments.py)
     [apps.<id>.features]      real-time feature TTLs, list sizes and popularity weights (features/store.py)
+    [apps.<id>.search]        search settings (as search.toml; when given, they replace the file's)
+
+Apps created through the admin API (serving/app_store.py) keep the same tables, minus the key and
+the seed data, and are checked by the same functions (`parse_api_app`).
 
 `ARTIFACTS/<app>/search.toml` (re-read when it changes) holds the app's search settings. Every
 table refuses unknown keys and values of the wrong type with the file and the dotted key in the
@@ -15,8 +19,8 @@ message (serving/config_table.py), so a typo never falls back to a default silen
 environment (`MINIREC_CONFIG`, `REDIS_URL`) is read here too (`server_config_from_env`).
 
 Keys are random tokens of at least 16 characters, so a plain sha256 is enough to store them (no
-salt or slow hash needed: there is nothing to brute-force in a high-entropy token). Comparisons are
-constant-time.
+salt or slow hash needed: there is nothing to brute-force in a high-entropy token). A key is found
+by one dict lookup of its digest, and hashed once per request however many apps there are.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import re
 import secrets
 import time
 import tomllib
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,10 +48,10 @@ from search.settings import SearchSettings
 from serving.config_table import ServerConfigError, Table
 from vocab.experiments import HOLDOUT, SCENES as EXPERIMENT_SCENES, STRATEGIES, Experiment, Variant
 
-__all__ = ["AppConfig", "FeatureSettings", "OverloadSettings", "SearchSettingsFile", "ServerConfig",
-           "ServerConfigError", "hash_key", "key_matches", "load_server_config", "new_key",
-           "parse_experiments", "parse_scenes", "parse_search_settings", "server_config_from_env",
-           "write_server_config"]
+__all__ = ["API_APP_KEYS", "AppConfig", "AppSearchSettings", "FeatureSettings", "OverloadSettings",
+           "SearchSettingsFile", "ServerConfig", "ServerConfigError", "hash_key", "key_matches",
+           "load_server_config", "new_key", "parse_api_app", "parse_experiments", "parse_scenes",
+           "parse_search_settings", "server_config_from_env", "write_server_config"]
 
 log = logging.getLogger("minirec.config")
 
@@ -76,6 +82,23 @@ def new_key() -> str:
 def key_matches(key: str | None, digest: str) -> bool:
     """Whether `key` is the key stored as `digest`; keys shorter than MIN_KEY_LENGTH never are."""
     return key is not None and len(key) >= MIN_KEY_LENGTH and hmac.compare_digest(hash_key(key), digest)
+
+
+#: The last (key, digest) hashed in this context. A request runs in a context of its own (its task),
+#: so the guard, the overload path and the route's dependency, which each look the key up, share one
+#: hash; a context never sees another request's key.
+_REQUEST_DIGEST: ContextVar[tuple[bytes, str] | None] = ContextVar("minirec_request_digest", default=None)
+
+
+def _request_digest(key: str) -> str:
+    """`hash_key(key)`, hashed at most once per request (see `_REQUEST_DIGEST`)."""
+    raw = key.encode()
+    last = _REQUEST_DIGEST.get()
+    if last is not None and hmac.compare_digest(last[0], raw):
+        return last[1]
+    digest = hash_key(key)
+    _REQUEST_DIGEST.set((raw, digest))
+    return digest
 
 
 # --- what the tables become -----------------------------------------------------------------------
@@ -122,6 +145,8 @@ class FeatureSettings:
 
 @dataclass(frozen=True)
 class AppConfig:
+    """One app (tenant): from an `[apps.<id>]` table of minirec.toml, or created through the admin API."""
+
     app_id: str
     key_sha256: str
     scenes: dict[str, SceneRules]
@@ -133,6 +158,13 @@ class AppConfig:
     experiments: dict[str, Experiment] = field(default_factory=dict)
     #: Real-time feature store settings.
     features: FeatureSettings = field(default_factory=FeatureSettings)
+    #: Search settings of the app table; None: the app's search.toml (or the defaults).
+    search: SearchSettings | None = None
+    #: The key replaced by the last rotation, valid until `previous_key_until` (epoch seconds).
+    previous_key_sha256: str | None = None
+    previous_key_until: float | None = None
+    #: Created through the admin API (serving/app_store.py); False: read from minirec.toml.
+    managed: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,18 +189,46 @@ class ServerConfig:
     #: NATS JetStream server for events (features/eventstream.py); None: the local log in state_dir.
     event_stream: str | None = None
     event_stream_name: str = "MINIREC_EVENTS"
+    #: The app store's database (SQLAlchemy URL); None: SQLite in `state_dir` (serving/app_store.py).
+    database_url: str | None = None
+    #: Key digest -> (app id, valid until or None): built from `apps`, one lookup per request.
+    _owners: dict[str, tuple[str, float | None]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        owners: dict[str, tuple[str, float | None]] = {}
+        for app in self.apps.values():
+            if app.previous_key_sha256 and app.previous_key_until is not None:
+                owners[app.previous_key_sha256] = (app.app_id, app.previous_key_until)
+        for app in self.apps.values():  # a current key wins over anyone's previous one
+            owners[app.key_sha256] = (app.app_id, None)
+        object.__setattr__(self, "_owners", owners)
 
     def app_for_key(self, key: str | None) -> str | None:
-        """The app id whose key this is, if any."""
-        return next((a.app_id for a in self.apps.values() if key_matches(key, a.key_sha256)), None)
+        """The app id whose key this is (its current key, or its previous one within the rotation's
+        overlap), if any: one hash and one dict lookup, whatever the number of apps. The lookup is
+        by digest, so its timing says nothing about any stored key that an attacker could use."""
+        if key is None or len(key) < MIN_KEY_LENGTH:
+            return None
+        owner = self._owners.get(_request_digest(key))
+        if owner is None or (owner[1] is not None and time.time() >= owner[1]):
+            return None
+        return owner[0]
+
+    def with_apps(self, apps: Mapping[str, AppConfig]) -> "ServerConfig":
+        """This config serving `apps` instead (the server swaps it in when the app table changes)."""
+        return dataclasses.replace(self, apps=dict(apps))
 
 
 # --- minirec.toml ---------------------------------------------------------------------------------
 
 _SERVER_KEYS = ("artifacts", "state_dir", "redis_url", "reload_interval_seconds", "admin_key_sha256",
                 "platform_key_sha256", "ready_when_degraded", "max_body_bytes", "redis_budget_ms",
-                "platform_rate_limit_per_second", "overload", "event_stream", "event_stream_name")
-_APP_KEYS = ("api_key_sha256", "seed_data", "rate_limit_per_second", "scenes", "experiments", "features")
+                "platform_rate_limit_per_second", "overload", "event_stream", "event_stream_name", "database_url")
+#: The tables an app created through the admin API may set: those of `[apps.<id>]` but its key
+#: (the API makes and rotates it) and seed data (a path on the server).
+API_APP_KEYS = ("rate_limit_per_second", "scenes", "experiments", "features", "search")
+_APP_KEYS = ("api_key_sha256", "seed_data", *API_APP_KEYS)
+_DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 
 
 def _sha(table: Table, key: str, required: bool = True) -> str | None:
@@ -218,6 +278,9 @@ def load_server_config(path: str | Path, redis_url: str | None = None) -> Server
                                  "a nats://host:port URL") or None,
         event_stream_name=server.text("event_stream_name", "MINIREC_EVENTS", lambda v: bool(_STREAM_NAME.match(v)),
                                       "a name of letters, digits, _ and -") or "MINIREC_EVENTS",
+        database_url=server.text("database_url", None,
+                                 lambda v: v.split(":", 1)[0].split("+", 1)[0] in _DATABASE_SCHEMES,
+                                 "a sqlite:/// or postgresql:// URL") or None,
     )
 
 
@@ -229,21 +292,39 @@ def server_config_from_env(path: str | Path | None = None) -> ServerConfig:
 
 
 def _app(app_id: str, table: Table, base: Path) -> AppConfig:
+    seed = table.text("seed_data", None)
+    return _app_settings(app_id, table, _sha(table, "api_key_sha256") or "", seed_data=(base / seed) if seed else None)
+
+
+def _app_settings(app_id: str, table: Table, key_sha256: str, **extra: Any) -> AppConfig:
+    """The app of an `[apps.<id>]` table (or of an API app's settings), every key checked."""
     try:
         check_app_name(app_id)
     except ValueError as exc:
         raise ServerConfigError(f"{table.file}: [{table.name}] {exc}") from exc
-    seed = table.text("seed_data", None)
+    search = table.table("search", None)
     return AppConfig(
         app_id=app_id,
-        key_sha256=_sha(table, "api_key_sha256") or "",
+        key_sha256=key_sha256,
         scenes=parse_scenes(table.table("scenes", None)),
-        seed_data=(base / seed) if seed else None,
         rate_limit_per_second=table.integer("rate_limit_per_second", DEFAULT_RATE_LIMIT,
                                             what="a whole number >= 0 (0 = no limit)"),
         experiments=parse_experiments(table.table("experiments", None)),
         features=_features(table.table("features", [f.name for f in dataclasses.fields(FeatureSettings)])),
+        search=parse_search_settings(search.raw, search.file, search.name) if "search" in table else None,
+        **extra,
     )
+
+
+def parse_api_app(app_id: str, settings: Any, key_sha256: str, *, previous_key_sha256: str | None = None,
+                  previous_key_until: float | None = None, file: str = "request body",
+                  name: str = "settings") -> AppConfig:
+    """An app created through the admin API: `settings` are the tables of `[apps.<id>]` in their
+    JSON form (`API_APP_KEYS`), checked by the same functions as minirec.toml. Errors name `file`
+    and the dotted key under `name`, e.g. `request body: [settings.scenes.home] max_per_category: …`."""
+    return _app_settings(app_id, Table(settings, file, name, API_APP_KEYS), key_sha256,
+                         previous_key_sha256=previous_key_sha256, previous_key_until=previous_key_until,
+                         managed=True)
 
 
 def _overload(table: Table) -> OverloadSettings:
@@ -367,7 +448,7 @@ def write_server_config(path: Path, apps: dict[str, str], admin_key: str, platfo
 
 # --- search.toml ----------------------------------------------------------------------------------
 
-def parse_search_settings(raw: Any, file: str) -> SearchSettings:
+def parse_search_settings(raw: Any, file: str, name: str = "") -> SearchSettings:
     """Check a parsed search.toml:
 
         personal_weight = 0.2        # share of the user's affinity in the result score (0 = off, <= 10)
@@ -375,12 +456,34 @@ def parse_search_settings(raw: Any, file: str) -> SearchSettings:
         min_coverage = 0.5           # below this share of the query's characters matching the index, fall back
         interpret = true             # read pinyin, correct typos and homophones (search/interpret.py)
     """
-    table = Table(raw, file, "", ("personal_weight", "blocklist", "min_coverage", "interpret"))
+    table = Table(raw, file, name, ("personal_weight", "blocklist", "min_coverage", "interpret"))
     defaults = SearchSettings()
     return SearchSettings(personal_weight=table.number("personal_weight", defaults.personal_weight, 0.0, 10.0),
                           blocklist=table.strings("blocklist"),
                           min_coverage=table.number("min_coverage", defaults.min_coverage, 0.0, 1.0),
                           interpret=table.boolean("interpret", defaults.interpret))
+
+
+class AppSearchSettings:
+    """The search settings an app's requests use: those of its app table (`[apps.<id>.search]`, or
+    set through the admin API) when it has them, else its search.toml (`SearchSettingsFile`).
+
+    `config` gives the server's current config, so a change of the app table applies at once."""
+
+    def __init__(self, app_id: str, file: "SearchSettingsFile", config: Callable[[], ServerConfig]) -> None:
+        self.app_id, self.file, self._config = app_id, file, config
+
+    def get(self) -> SearchSettings:
+        """The settings in force."""
+        app = self._config().apps.get(self.app_id)
+        if app is not None and app.search is not None:
+            return app.search
+        return self.file.get()
+
+    @property
+    def last_error(self) -> str | None:
+        """The search.toml error, if the file is broken."""
+        return self.file.last_error
 
 
 class SearchSettingsFile:
