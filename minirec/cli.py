@@ -220,6 +220,17 @@ def _add_serve_commands(sub: argparse._SubParsersAction) -> None:
                           description="Print a fresh random API key and the sha256 to put in minirec.toml.")
     keys.add_argument("action", choices=["new"], help="new: a fresh key")
 
+    db = sub.add_parser("db", help="the app store's database: apply its migrations, show its state",
+                        description="The app store (apps and keys created through the admin API) lives in SQLite "
+                                    "in the server's state_dir, or in [server] database_url (PostgreSQL). The "
+                                    "server applies the migrations at start; `db upgrade` applies them "
+                                    "beforehand (a deployment step, or a database the servers may not change).")
+    db.add_argument("action", choices=["upgrade", "status"],
+                    help="upgrade: apply the migrations not applied yet; status: schema revision, apps, "
+                         "change counter")
+    db.add_argument("--config", default=os.environ.get("MINIREC_CONFIG", "minirec.toml"),
+                    help="server config naming the database (default minirec.toml or $MINIREC_CONFIG)")
+
 
 def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks (side by side with reference implementations)",
@@ -546,6 +557,26 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_db(args: argparse.Namespace) -> int:
+    from serving.app_store import AppStore, AppStoreError, open_app_store
+    from serving.server_config import load_server_config
+    config = load_server_config(args.config)
+    try:
+        store = open_app_store(config) if args.action == "upgrade" else AppStore.for_config(config)
+    except AppStoreError as exc:
+        print(f"minirec db: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        revision = store.revision()
+        print(f"app store: {store.description}\nschema:    {revision or 'none (run `minirec db upgrade`)'} "
+              f"(newest: {store.head()})")
+        if revision:
+            print(f"apps:      {len(store.apps())} live (change counter {store.version()})")
+    finally:
+        store.close()
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from minirec.demo import run_demo
     return run_demo(Path(args.workdir), users=args.users, items=args.items, events=args.events,
@@ -571,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     from serving.server_config import ServerConfigError
     handlers = {"data": _cmd_data, "train": _cmd_train, "train-all": _cmd_train_all, "evaluate": _cmd_evaluate, "models": _cmd_models,
                 "serve": _cmd_serve, "keys": _cmd_keys, "bench": _cmd_bench, "demo": _cmd_demo,
-                "report": _cmd_report, "simulate": _cmd_simulate}
+                "report": _cmd_report, "simulate": _cmd_simulate, "db": _cmd_db}
     try:
         return handlers[args.command](args)
     except (DataError, ConfigError, BundleError, ServerConfigError, FileExistsError, FileNotFoundError, ValueError) as exc:
