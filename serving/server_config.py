@@ -191,6 +191,9 @@ class ServerConfig:
     event_stream_name: str = "MINIREC_EVENTS"
     #: The app store's database (SQLAlchemy URL); None: SQLite in `state_dir` (serving/app_store.py).
     database_url: str | None = None
+    #: Memory budget of one worker's resident apps (MB, estimated per app; serving/registry.py): the
+    #: least recently used apps are evicted beyond it and loaded again on their next request. 0: none.
+    max_resident_mb: float = 0.0
     #: Key digest -> (app id, valid until or None): built from `apps`, one lookup per request.
     _owners: dict[str, tuple[str, float | None]] = field(init=False, repr=False, compare=False)
 
@@ -223,7 +226,8 @@ class ServerConfig:
 
 _SERVER_KEYS = ("artifacts", "state_dir", "redis_url", "reload_interval_seconds", "admin_key_sha256",
                 "platform_key_sha256", "ready_when_degraded", "max_body_bytes", "redis_budget_ms",
-                "platform_rate_limit_per_second", "overload", "event_stream", "event_stream_name", "database_url")
+                "platform_rate_limit_per_second", "overload", "event_stream", "event_stream_name", "database_url",
+                "max_resident_mb")
 #: The tables an app created through the admin API may set: those of `[apps.<id>]` but its key
 #: (the API makes and rotates it) and seed data (a path on the server).
 API_APP_KEYS = ("rate_limit_per_second", "scenes", "experiments", "features", "search")
@@ -281,6 +285,7 @@ def load_server_config(path: str | Path, redis_url: str | None = None) -> Server
         database_url=server.text("database_url", None,
                                  lambda v: v.split(":", 1)[0].split("+", 1)[0] in _DATABASE_SCHEMES,
                                  "a sqlite:/// or postgresql:// URL") or None,
+        max_resident_mb=server.number("max_resident_mb", 0.0, 0.0, what="a number of MB >= 0 (0 = no budget)"),
     )
 
 

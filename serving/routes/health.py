@@ -17,7 +17,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Models loaded, Redis reachable (or degraded on purpose), background loop alive")
+@router.get("/readyz", summary="Able to serve (apps load on their first request), Redis reachable (or degraded on purpose), background loop alive")
 def readyz(ctx: Context, x_api_key: ApiKey = None) -> JSONResponse:
     """Ready or not, for load balancers. With the admin key, also why: which apps serve which version,
     their load errors, Redis and the background loop (without it nothing names an app)."""
