@@ -80,8 +80,10 @@ def new_key() -> str:
 
 
 def key_matches(key: str | None, digest: str) -> bool:
-    """Whether `key` is the key stored as `digest`; keys shorter than MIN_KEY_LENGTH never are."""
-    return key is not None and len(key) >= MIN_KEY_LENGTH and hmac.compare_digest(hash_key(key), digest)
+    """Whether `key` is the key stored as `digest`; keys shorter than MIN_KEY_LENGTH never are.
+    Shares the request's one hash with `ServerConfig.app_for_key` (an app key that is not an admin
+    or platform key is still hashed once)."""
+    return key is not None and len(key) >= MIN_KEY_LENGTH and hmac.compare_digest(_request_digest(key), digest)
 
 
 #: The last (key, digest) hashed in this context. A request runs in a context of its own (its task),

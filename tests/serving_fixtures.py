@@ -54,11 +54,15 @@ def copy_as_new_version(artifacts: Path, app: str, source: str) -> str:
     return version
 
 
-def server_config(root: Path, workdir: Path, redis_url: str | None, scenes: str = "") -> ServerConfig:
-    """A minirec.toml for apps `shop` and `other` (no bundle) with state in `workdir`."""
+def server_config(root: Path, workdir: Path, redis_url: str | None, scenes: str = "",
+                  database_url: str | None = None) -> ServerConfig:
+    """A minirec.toml for apps `shop` and `other` (no bundle) with state in `workdir`; the app store
+    in `database_url` (default: SQLite in the state folder)."""
     path = workdir / "minirec.toml"
     write_server_config(path, {"shop": APP_KEY, "other": OTHER_KEY}, ADMIN_KEY, PLATFORM_KEY,
                         artifacts=str(root / "artifacts"), seed_data={"shop": str(root / "data")})
     text = path.read_text().replace('state_dir = ".minirec-state"', f'state_dir = "{workdir / "state"}"')
+    if database_url:
+        text = text.replace("[server]\n", f'[server]\ndatabase_url = "{database_url}"\n', 1)
     path.write_text(text + scenes)
     return load_server_config(path, redis_url=redis_url)
