@@ -285,6 +285,13 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
                                             "same searches typed in pinyin, initials, with homophones and typos.")
     from bench import search_relevance
     search_relevance.add_arguments(relevance)
+    apps = bsub.add_parser("apps", help="N copies of the demo bundle in one server: ready time, RSS per worker, "
+                                        "warm and evicted-app p99",
+                           description="Copy the demo-size bundle as N apps (1, 100, 1000), serve each set with 2 "
+                                       "workers and a memory budget, and measure time to ready, RSS per worker, warm "
+                                       "home p99 against the single-app server and the first request to an evicted app.")
+    from bench import apps_bench
+    apps_bench.add_arguments(apps)
 
 
 def _add_demo_command(sub: argparse._SubParsersAction) -> None:
@@ -546,6 +553,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "relevance":
         from bench import search_relevance
         return search_relevance.run_from_args(args)
+    if args.bench_command == "apps":
+        from bench import apps_bench
+        return apps_bench.run_from_args(args)
     from bench import serve_bench
     return serve_bench.run_from_args(args)
 
