@@ -338,3 +338,14 @@ def test_db_upgrade_command(shop, tmp_path):
     store = AppStore(database_url(config))
     assert store.revision() == AppStore.head() and store.version() == 0 and store.apps() == []
     store.close()
+
+
+def test_minirec_toml_apps_take_search_settings_too(shop, tmp_path):
+    """`[apps.<id>.search]` is the same table in the file (the API's `search` setting), checked alike."""
+    from serving.server_config import ServerConfigError, load_server_config
+
+    server_config(shop, tmp_path, None, scenes='\n[apps.shop.search]\nblocklist = ["代购"]\n')
+    config = load_server_config(tmp_path / "minirec.toml")
+    assert config.apps["shop"].search.blocklist == ("代购",) and config.apps["other"].search is None
+    with pytest.raises(ServerConfigError, match=r"minirec.toml: \[apps.shop.search\] min_coverage: expected a number"):
+        server_config(shop, tmp_path, None, scenes="\n[apps.shop.search]\nmin_coverage = 2\n")
