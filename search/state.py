@@ -110,10 +110,11 @@ class SearchState:
         self.stats = stats
         self.live_terms: set[str] = set()  # tokens of live documents (the base has `index.spans`)
         self.top_levels = sorted({c.split(CATEGORY_SEP, 1)[0] for c in catalog.categories})
-        self.suggest = SuggestIndex(stats.terms, self.top_levels)
-        self.reader = QueryReader(self.words, ascii_words(index.vocab, np.diff(index.indptr)), tokenizer,
-                                  bigrams="bigrams" in self.query_analysis,
-                                  terms=[(t[0], t[2]) for t in stats.terms if t[1] != "title"])
+        # The suggest index and the query reader hold the pinyin of every catalog word and searched
+        # term: most of an app's load time, so they are built on the app's first search-box request
+        # rather than when a home feed request loads the app (two racing builds are equal; one stays).
+        self._suggest: SuggestIndex | None = None
+        self._reader: QueryReader | None = None
         dictionary = _Dictionary({}, {}, {})
         for doc in range(catalog.n_trained):
             dictionary.learn(doc, catalog.item_id(doc), catalog.titles[doc], catalog.brands[doc],
@@ -138,6 +139,23 @@ class SearchState:
         state = cls(index, catalog.tokenizer, QueryStats(loaded.json(QUERIES_NAME)), catalog.state, analysis, words)
         catalog.listeners.append(state.apply_updates)
         return state
+
+    @property
+    def suggest(self) -> SuggestIndex:
+        """Suggestion terms of the training log and catalog (built on first use)."""
+        if self._suggest is None:
+            self._suggest = SuggestIndex(self.stats.terms, self.top_levels)
+        return self._suggest
+
+    @property
+    def reader(self) -> QueryReader:
+        """The pinyin / typo reader of queries against this catalog's words (built on first use)."""
+        if self._reader is None:
+            index = self.index
+            self._reader = QueryReader(self.words, ascii_words(index.vocab, np.diff(index.indptr)), self.tokenizer,
+                                       bigrams="bigrams" in self.query_analysis,
+                                       terms=[(t[0], t[2]) for t in self.stats.terms if t[1] != "title"])
+        return self._reader
 
     # --- direct hits ------------------------------------------------------------------------
     def direct_hit(self, query: str, allowed: np.ndarray, catalog: CatalogState) -> tuple[Direct, int] | None:
