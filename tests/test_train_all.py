@@ -152,3 +152,40 @@ def test_from_events_merges_new_events_once_and_trains_only_changed_apps(local_r
     assert (result.new_events, result.interactions) == (1, 1)
     assert len(load_data_folder(data["busy"]).interactions) == merged_before + 1
     assert staging_left(artifacts) == []
+
+
+def test_events_from_jetstream_are_merged_once(tmp_path):
+    """--from-events with `event_stream` set: the same merge reads the JetStream stream."""
+    import os
+    import socket
+    import uuid
+
+    from features.eventstream import JetStreamLog, delete_stream
+    from offline_training.event_merge import merge_new_events
+
+    url = os.environ.get("MINIREC_TEST_NATS_URL", "nats://127.0.0.1:4222")
+    host, port = url.removeprefix("nats://").split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        if os.environ.get("CI"):
+            pytest.fail(f"NATS JetStream is not reachable at {url}")
+        pytest.skip(f"NATS JetStream not reachable at {url} (set MINIREC_TEST_NATS_URL)")
+    stream = f"MINIREC_TEST_{uuid.uuid4().hex[:10].upper()}"
+    data = make_app(tmp_path / "apps", "shop", seed=5)
+    items = pd.read_parquet(data / "items.parquet")["item_id"].tolist()
+    before = len(load_data_folder(data).interactions)
+    now = time.time()
+    events = [{"event_id": f"js-{n}", "user_id": "u-js", "type": "cart", "ts": now, "item_id": items[n],
+               "received": now} for n in range(4)]
+    sink = JetStreamLog(url, stream)
+    try:
+        sink.append("shop", events[:3])
+        assert merge_new_events(url, "shop", data, stream=stream).interactions == 3
+        sink.append("shop", events[2:])  # js-2 again, js-3 new
+        assert merge_new_events(url, "shop", data, stream=stream).interactions == 1
+        assert merge_new_events(url, "shop", data, stream=stream).new_events == 0
+    finally:
+        sink.close()
+        delete_stream(url, stream)
+    assert len(load_data_folder(data).interactions) == before + 4
