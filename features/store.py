@@ -480,10 +480,11 @@ class FeatureStore:
 
     # --- items ----------------------------------------------------------------------------------
 
-    def put_item(self, item_id: str, fields: Mapping[str, str | float | int | bool]) -> None:
+    def put_item(self, item_id: str, fields: Mapping[str, str | float | int | bool]) -> float:
         """Upsert an item's fields (catalog columns: title, category, brand, tags, price, stock,
-        visible, audience) and mark it updated now. Raises ValueError for an unknown field or a
-        value of the wrong kind, before writing anything."""
+        visible, audience) and mark it updated now; returns that update time, the version readers
+        of `updated_items_with_ts` see (the fields are written first, then the time). Raises
+        ValueError for an unknown field or a value of the wrong kind, before writing anything."""
         if not isinstance(item_id, str) or not item_id:
             raise ValueError("item_id must be a non-empty string")
         encoded = {name: _encode_item_value(name, value) for name, value in fields.items()}
@@ -491,8 +492,10 @@ class FeatureStore:
             pipe = self._pipe()
             if encoded:
                 pipe.hset(keys.item(self.app, item_id), mapping=encoded)
-            pipe.zadd(keys.items_updated(self.app), {item_id: self._clock()})
+            version = self._clock()
+            pipe.zadd(keys.items_updated(self.app), {item_id: version})
             pipe.execute()
+        return version
 
     def items(self, item_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Upserted fields per item, aligned with `item_ids` (None for an item never upserted);

@@ -261,6 +261,7 @@ class ServingCatalog:
         self.edges = edges
         self.state = catalog_state(models.catalog, models.items)
         self._lock = threading.Lock()
+        self._versions: dict[str, float] = {}  # update time of the last applied upsert, per item
         self._tokenizer: Tokenizer | None = None
         #: Called with every applied batch of upserts and the state it produced (search follows the
         #: catalog this way).
@@ -279,10 +280,17 @@ class ServingCatalog:
             self._tokenizer = catalog_tokenizer(self.models.catalog)
         return self._tokenizer
 
-    def apply_updates(self, updates: dict[str, dict[str, Any]]) -> int:
+    def apply_updates(self, updates: dict[str, dict[str, Any]], versions: Mapping[str, float] | None = None) -> int:
         """Apply item upserts read from Redis (each the item's whole hash: every field ever PUT);
-        returns how many items the overlay of new items gained."""
+        returns how many items the overlay of new items gained.
+
+        `versions` are the upserts' update times: an upsert older than one already applied to the
+        same item is skipped, so a sync that read an item just before a PUT changed it cannot undo
+        that PUT here (the sync's next round brings the newer fields with their own time)."""
         with self._lock:
+            if versions is not None:
+                updates = {i: f for i, f in updates.items() if versions.get(i, 0.0) >= self._versions.get(i, 0.0)}
+                self._versions.update((i, versions.get(i, 0.0)) for i in updates)
             before = self.state
             trained = {i: f for i, f in updates.items() if before.items.get(i) is not None}
             fresh = {i: f for i, f in updates.items() if before.items.get(i) is None}

@@ -264,7 +264,12 @@ class ServingContext:
         rows, degraded = self.gate.try_run(lambda: store.items(ids))
         if degraded or rows is None:
             return None, True
-        loaded.catalog.apply_updates({i: r for i, r in zip(ids, rows) if r is not None})
+        # each row is tagged with the update time listed before it was read: the row is at least
+        # that new (a PUT writes the fields, then the time), so it never passes for newer than it is
+        versions: dict[str, float] = {}
+        for item_id, ts in changed:
+            versions[item_id] = max(ts, versions.get(item_id, 0.0))
+        loaded.catalog.apply_updates({i: r for i, r in zip(ids, rows) if r is not None}, versions)
         newest = max(ts for _, ts in changed)
         at_newest = {i for i, ts in changed if ts == newest}
         return (newest, (at_newest | edge if newest == since else at_newest)), False

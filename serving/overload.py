@@ -32,7 +32,8 @@ from serving.guard import _header, _send_error
 from serving.server_config import OverloadSettings
 from vocab.experiments import request_id
 
-#: A cached popularity page is recomputed after this long (live item changes: hidden, sold out).
+#: A cached popularity page is recomputed after this long, and at once when the live catalog changed
+#: (an item hidden or sold out is never answered from an older page).
 PAGE_TTL_S = 2.0
 #: Routes that are never shed (probes, monitoring, operators).
 _NEVER_SHED = ("/healthz", "/readyz", "/metrics", "/v1/admin/")
@@ -40,28 +41,30 @@ _HOME_PARAMS = {"user_id", "n", "offset"}
 
 
 class PopularPages:
-    """Cached home pages of each app's popularity ranking, per (version, n, offset)."""
+    """Cached home pages of each app's popularity ranking, per (version, n, offset), each with the
+    catalog snapshot it was ranked on."""
 
     def __init__(self) -> None:
-        self._pages: dict[tuple[str, str, int, int], tuple[float, list[dict[str, Any]]]] = {}
+        self._pages: dict[tuple[str, str, int, int], tuple[float, object, list[dict[str, Any]]]] = {}
 
     def items(self, ctx: Any, app_id: str, n: int, offset: int) -> tuple[str, list[dict[str, Any]]] | None:
-        """(model version, items) or None while the app has no model loaded."""
+        """(model version, items) or None while the app is not in memory (the request then takes
+        the normal path, which loads it off the event loop)."""
         from recsys.recommend import home_feed  # deferred: keeps this module light for the app factory
 
-        loaded = ctx.registry.get(app_id)
+        loaded = ctx.registry.resident(app_id)
         if loaded is None:
             return None
         key = (app_id, loaded.version, n, offset)
         cached = self._pages.get(key)
-        now = time.monotonic()
-        if cached is None or now - cached[0] > PAGE_TTL_S:
+        now, catalog = time.monotonic(), loaded.catalog.state
+        if cached is None or now - cached[0] > PAGE_TTL_S or cached[1] is not catalog:
             rules = ctx.config.apps[app_id].scenes["home"]
             page = home_feed(loaded, None, None, rules, n=n, offset=offset)
             if len(self._pages) > 1000:  # n × offset pairs of old versions: drop them all
                 self._pages.clear()
-            cached = self._pages[key] = (now, [vars(i) for i in page.items])
-        return loaded.version, cached[1]
+            cached = self._pages[key] = (now, catalog, [vars(i) for i in page.items])
+        return loaded.version, cached[2]
 
 
 def _home_query(scope: Scope) -> tuple[str | None, int, int] | None:

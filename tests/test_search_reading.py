@@ -189,7 +189,7 @@ def test_reading_can_be_switched_off_per_app(client, tmp_path):
     settings = Path(client.app.state.ctx.config.artifacts) / "shop" / "search.toml"
     settings.write_text("interpret = false\n")
     try:
-        state = client.app.state.ctx.registry.get("shop").search_settings
+        state = client.app.state.ctx.registry.get("shop").search_settings.file  # the app's search.toml
         state._checked = float("-inf")  # re-read now rather than within a second
         assert search(client, q="huawei shouji", n=5)["interpreted_as"] is None
     finally:

@@ -27,9 +27,9 @@ def put_item(ctx: Context, app_id: AppId, item_id: Annotated[str, Path(min_lengt
         stored = ctx.gate.run(lambda: store.items([item_id]))[0]
         if not known and stored is None and not {"title", "category"} <= set(fields):
             raise ApiError(422, "invalid_request", "a new item needs at least title and category")
-        ctx.gate.run(lambda: store.put_item(item_id, fields))
+        version = ctx.gate.run(lambda: store.put_item(item_id, fields))
     except StoreUnavailable as exc:
         raise ApiError(503, "unavailable", f"item not stored, Redis is unreachable; retry later ({exc})") from exc
     if loaded is not None:  # this worker sees it now; the others at their next sync (about a second)
-        loaded.catalog.apply_updates({item_id: {**(stored or {}), **fields}})
+        loaded.catalog.apply_updates({item_id: {**(stored or {}), **fields}}, {item_id: version})
     return OkOut()
