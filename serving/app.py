@@ -146,8 +146,9 @@ def _build_context(config: ServerConfig) -> ServingContext:
     ctx = ServingContext(config, registry, handle, stores, sink, Metrics(), live_apps=live_apps)
     for app_id in config.apps:  # made now, so the item sync covers every app from the start
         stores[app_id] = ctx.make_store(app_id)  # type: ignore[assignment]  # a served app has one
-    # no app is loaded here: each loads on its first request (serving/registry.py), with the live
-    # item changes replayed into it first, so the server is ready at once however many apps it has
+    # apps load on their first request (serving/registry.py), with the live item changes replayed
+    # into them first, so the server is ready quickly however many apps it has; only the first
+    # `preload_apps` are loaded here, so a server of a few merchants answers its first requests warm
     registry.prepare = ctx.replay_items
     Tokenizer()  # loads jieba's dictionary, which every app's tokenizer shares (~0.5 s): now, not in a request
     try:
@@ -155,6 +156,8 @@ def _build_context(config: ServerConfig) -> ServingContext:
         ctx.sync_items()
     except StoreError as exc:
         log.warning("Redis not reachable at start (%s); serving degraded until it is", exc)
+    for app_id in list(config.apps)[: config.preload_apps]:
+        registry.get(app_id)  # a refused or missing bundle is in the registry's status, as on a request
     return ctx
 
 

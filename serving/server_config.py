@@ -196,6 +196,10 @@ class ServerConfig:
     #: Memory budget of one worker's resident apps (MB, estimated per app; serving/registry.py): the
     #: least recently used apps are evicted beyond it and loaded again on their next request. 0: none.
     max_resident_mb: float = 0.0
+    #: Apps (the first of minirec.toml's, in file order) loaded before a worker says it is ready, so a
+    #: server of a few merchants answers its first requests warm; every other app loads on its first
+    #: request. 0: none.
+    preload_apps: int = 4
     #: Key digest -> (app id, valid until or None): built from `apps`, one lookup per request.
     _owners: dict[str, tuple[str, float | None]] = field(init=False, repr=False, compare=False)
 
@@ -229,7 +233,7 @@ class ServerConfig:
 _SERVER_KEYS = ("artifacts", "state_dir", "redis_url", "reload_interval_seconds", "admin_key_sha256",
                 "platform_key_sha256", "ready_when_degraded", "max_body_bytes", "redis_budget_ms",
                 "platform_rate_limit_per_second", "overload", "event_stream", "event_stream_name", "database_url",
-                "max_resident_mb")
+                "max_resident_mb", "preload_apps")
 #: The tables an app created through the admin API may set: those of `[apps.<id>]` but its key
 #: (the API makes and rotates it) and seed data (a path on the server).
 API_APP_KEYS = ("rate_limit_per_second", "scenes", "experiments", "features", "search")
@@ -288,6 +292,7 @@ def load_server_config(path: str | Path, redis_url: str | None = None) -> Server
                                  lambda v: v.split(":", 1)[0].split("+", 1)[0] in _DATABASE_SCHEMES,
                                  "a sqlite:/// or postgresql:// URL") or None,
         max_resident_mb=server.number("max_resident_mb", 0.0, 0.0, what="a number of MB >= 0 (0 = no budget)"),
+        preload_apps=server.integer("preload_apps", 4, low=0),
     )
 
 

@@ -39,7 +39,7 @@ def _user(root: Path) -> str:
 
 @pytest.fixture()
 def client(shop: Path, tmp_path: Path) -> Iterator[TestClient]:
-    config = server_config(shop, tmp_path, None)
+    config = dataclasses.replace(server_config(shop, tmp_path, None), preload_apps=0)  # every app lazy
     with TestClient(create_app(config)) as c:
         yield c
 
@@ -82,7 +82,7 @@ def test_an_app_unknown_at_start_loads_by_id(shop: Path) -> None:
 
 def test_eviction_under_a_tiny_budget_and_the_same_answers_after(shop: Path, tmp_path: Path) -> None:
     config = server_config(shop, tmp_path, None)
-    config = dataclasses.replace(config, max_resident_mb=0.001)  # room for one app only
+    config = dataclasses.replace(config, max_resident_mb=0.001, preload_apps=0)  # room for one app only
     user = _user(shop)
     with TestClient(create_app(config)) as c:
         registry: ModelRegistry = c.app.state.ctx.registry
@@ -142,3 +142,12 @@ def test_a_new_version_of_a_resident_app_is_swapped_in(shop: Path, tmp_path: Pat
     bundle.publish(artifacts, "shop", version)
     assert registry.refresh() == ["shop"]
     assert registry.get("shop").version == version and old.version != version
+
+
+def test_the_first_apps_of_the_config_are_loaded_before_ready(shop: Path, tmp_path: Path) -> None:
+    """`[server] preload_apps`: a server of a few merchants answers its first requests warm."""
+    config = dataclasses.replace(server_config(shop, tmp_path, None), preload_apps=1)
+    with TestClient(create_app(config)) as c:
+        registry: ModelRegistry = c.app.state.ctx.registry
+        assert registry.resident(next(iter(config.apps))) is not None
+        assert all(registry.resident(a) is None for a in list(config.apps)[1:])
