@@ -39,6 +39,7 @@ from serving.metrics import Metrics
 from serving.ratelimit import SYNC_S
 from serving.registry import ModelRegistry
 from serving.routes import admin, admin_apps, analytics, events, health, items, pages, profiles, recommend, search
+from serving.routes import insight
 from serving.server_config import ServerConfig, server_config_from_env
 from vocab.tokenizer import Tokenizer
 
@@ -195,6 +196,7 @@ def create_app(config: ServerConfig | str | Path | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (recommend, search, events, profiles, items, analytics, admin, admin_apps, health, pages):
         app.include_router(module.router)
+    app.include_router(insight.router)  # GET insight (docs/insight.md)
 
     app.add_middleware(OverloadGuard, owner=app)  # innermost of the three: after the rate limit
     app.add_middleware(RequestGuard, owner=app)

@@ -9,6 +9,7 @@ minirec.toml holds every table the server reads:
     [apps.<id>.experiments.<name>]   A/B experiments (vocab/experiments.py)
     [apps.<id>.features]      real-time feature TTLs, list sizes and popularity weights (features/store.py)
     [apps.<id>.search]        search settings (as search.toml; when given, they replace the file's)
+    [privacy]                 k-anonymity of the insight aggregates (analytics/insight.py)
 
 Apps created through the admin API (serving/app_store.py) keep the same tables, minus the key and
 the seed data, and are checked by the same functions (`parse_api_app`).
@@ -49,7 +50,7 @@ from serving.config_table import ServerConfigError, Table
 from vocab.experiments import HOLDOUT, SCENES as EXPERIMENT_SCENES, STRATEGIES, Experiment, Variant
 
 __all__ = ["API_APP_KEYS", "AppConfig", "AppSearchSettings", "FeatureSettings", "OverloadSettings",
-           "SearchSettingsFile", "ServerConfig", "ServerConfigError", "hash_key", "key_matches",
+           "PrivacySettings", "SearchSettingsFile", "ServerConfig", "ServerConfigError", "hash_key", "key_matches",
            "load_server_config", "new_key", "parse_api_app", "parse_experiments", "parse_scenes",
            "parse_search_settings", "server_config_from_env", "write_server_config"]
 
@@ -118,6 +119,17 @@ class OverloadSettings:
     shed_in_flight: int = 256
     #: Seconds a shed client is asked to wait (Retry-After).
     retry_after_s: int = 1
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """`[privacy]` of minirec.toml: server-wide, because k-anonymity is the platform's promise to its
+    users, not a merchant's setting — no app (nor the admin API's app settings) can lower it."""
+
+    #: Every count an aggregate shows covers at least this many users, or it is suppressed.
+    k_min: int = 50
+    #: Counts shown are rounded to the nearest multiple of this (1 = exact).
+    round_to: int = 10
 
 
 @dataclass(frozen=True)
@@ -200,6 +212,8 @@ class ServerConfig:
     #: server of a few merchants answers its first requests warm; every other app loads on its first
     #: request. 0: none.
     preload_apps: int = 4
+    #: k-anonymity of the insight aggregates (GET insight; docs/insight.md).
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
     #: Key digest -> (app id, valid until or None): built from `apps`, one lookup per request.
     _owners: dict[str, tuple[str, float | None]] = field(init=False, repr=False, compare=False)
 
@@ -260,7 +274,7 @@ def load_server_config(path: str | Path, redis_url: str | None = None) -> Server
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ServerConfigError(f"{path}: {exc}") from exc
     base = path.resolve().parent
-    top = Table(raw, str(path), "", ("server", "apps"))
+    top = Table(raw, str(path), "", ("server", "apps", "privacy"))
     server = top.table("server", _SERVER_KEYS)
     apps_table = top.table("apps", None)
     if not apps_table.raw:
@@ -293,6 +307,7 @@ def load_server_config(path: str | Path, redis_url: str | None = None) -> Server
                                  "a sqlite:/// or postgresql:// URL") or None,
         max_resident_mb=server.number("max_resident_mb", 0.0, 0.0, what="a number of MB >= 0 (0 = no budget)"),
         preload_apps=server.integer("preload_apps", 4, low=0),
+        privacy=_privacy(top.table("privacy", ("k_min", "round_to"))),
     )
 
 
@@ -337,6 +352,15 @@ def parse_api_app(app_id: str, settings: Any, key_sha256: str, *, previous_key_s
     return _app_settings(app_id, Table(settings, file, name, API_APP_KEYS), key_sha256,
                          previous_key_sha256=previous_key_sha256, previous_key_until=previous_key_until,
                          managed=True)
+
+
+def _privacy(table: Table) -> PrivacySettings:
+    """`[privacy]`: k_min >= 2 (a group of one is a person), round_to >= 1 and at most k_min."""
+    k_min = table.integer("k_min", PrivacySettings.k_min, low=2)
+    round_to = table.integer("round_to", PrivacySettings.round_to, low=1)
+    if round_to > k_min:
+        raise table.expected("round_to", f"a whole number from 1 to k_min ({k_min})", round_to)
+    return PrivacySettings(k_min=k_min, round_to=round_to)
 
 
 def _overload(table: Table) -> OverloadSettings:
