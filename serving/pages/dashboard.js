@@ -69,6 +69,7 @@ async function load() {
   document.body.dataset.state = "loading";
   setStatus(`Loading ${app} …`);
   const api = new Api(app, key);
+  loadInsight(api);  // its own request and panel: a slow or failed insight never holds the rest
   const range = { from: dayBound($("from").value, false), to: dayBound($("to").value, true) };
   const [analytics, models, hot] = await Promise.allSettled([
     api.get("analytics", range), api.get("models"), api.get("search/hot", { n: 10 })]);
@@ -303,3 +304,40 @@ function tuningSummary(t) {
 }
 
 init();
+
+// User insight (docs/insight.md): segments, new vs returning, profile distributions. Every count is
+// >= k users or "suppressed"; the page never shows a number the API did not.
+async function loadInsight(api) {
+  fill("insight", el("p", { class: "muted" }, "Loading insight …"));
+  let doc;
+  try {
+    doc = await api.get("insight");
+  } catch (err) {
+    fill("insight", errorBox(err));
+    return;
+  }
+  if (doc.suppressed) {
+    fill("insight", el("p", { class: "muted" }, doc.note || "suppressed"));
+    return;
+  }
+  const count = (n) => (n === null || n === undefined ? "suppressed" : `≈${fmt.num(n)}`);
+  const segRows = doc.segments.map((s) => el("tr", {},
+    el("td", { title: s.definition }, s.segment), el("td", { class: "num" }, count(s.users)),
+    el("td", { class: "num" }, s.avg_orders !== undefined ? fmt.num(s.avg_orders, 2) : "–"),
+    el("td", { class: "num" }, s.avg_spend !== undefined ? fmt.money(s.avg_spend) : "–"),
+    el("td", { class: "num" }, s.avg_recency_days !== undefined ? fmt.num(s.avg_recency_days, 1) : "–"),
+    el("td", {}, (s.top_categories || []).map((c) => `${c.category} ${count(c.users)}`).join(" · "))));
+  const segments = el("table", { class: "queries" },
+    el("thead", {}, el("tr", {}, ...["segment", "users", "orders / buyer", "spend / buyer", "days since purchase",
+      "top categories (users)"].map((h) => el("th", {}, h)))), el("tbody", {}, segRows));
+  const life = el("p", {}, `${count(doc.users)} users · last ${doc.windows.new_days} days: ` +
+    doc.lifecycle.map((c) => `${c.value} ${count(c.users)}`).join(" · "));
+  const fields = (title, group) => Object.entries(group).map(([name, f]) => el("div", {},
+    el("h3", {}, `${title} ${name} `, el("small", {}, f.suppressed ? "suppressed" : `${count(f.users)} users`)),
+    el("p", {}, f.values.map((v) => `${v.value ?? "(other values)"}: ${count(v.users)}`).join(" · "))));
+  fill("insight", life, segments,
+    el("div", { class: "grid3" }, ...fields("商家 Merchant", doc.merchant_profile),
+      ...fields("平台 Platform (consented)", doc.platform_profile)),
+    el("p", { class: "muted" }, `k = ${doc.k_min}, counts rounded to ${doc.round_to}; as of ` +
+      `${new Date(doc.as_of * 1000).toLocaleString()}`));
+}
