@@ -32,6 +32,13 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--events", type=int, default=200_000, help="approximate number of events (default 200000)")
     synth.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same data (default 0)")
     synth.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    sp = dsub.add_parser("synth-platform", help="generate a synthetic platform: several malls sharing users",
+                         description="Write profiles (with consent scopes, `marketing` included), every mall's "
+                                     "events, the users' true interests and the malls as Parquet files "
+                                     "(offline_training/synth_platform.py).")
+    sp.add_argument("--out", required=True, help="folder to write the Parquet files into")
+    sp.add_argument("--users", type=int, default=20_000, help="number of platform users (default 20000)")
+    sp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
     imp = dsub.add_parser("import", help="convert a public data set into a data folder",
                           description="Convert a public data set into the minirec data folder contract.")
@@ -292,6 +299,14 @@ def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
                                        "home p99 against the single-app server and the first request to an evicted app.")
     from bench import apps_bench
     apps_bench.add_arguments(apps)
+    audiences = bsub.add_parser("audiences", help="lookalike precision@N vs random and most-active users on a "
+                                                  "synthetic platform",
+                                description="Generate a platform of malls sharing users with known interests, build a "
+                                            "lookalike audience per focused mall from its buyers, and compare its "
+                                            "precision@N against ground truth with N random and N most active users "
+                                            "of the same pool.")
+    from bench import audience_bench
+    audience_bench.add_arguments(audiences)
 
 
 def _add_demo_command(sub: argparse._SubParsersAction) -> None:
@@ -347,6 +362,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
         from offline_training.synth import generate_mall
         _print_json(generate_mall(args.out, users=args.users, items=args.items, events=args.events,
                                   seed=args.seed, overwrite=args.overwrite))
+    elif args.data_command == "synth-platform":
+        from offline_training.synth_platform import generate_platform, write_platform
+        _print_json(write_platform(generate_platform(args.users, seed=args.seed), args.out))
     elif args.data_command == "import":
         from offline_training import importers
         fn = {"movielens": importers.import_movielens, "amazon-unisrec": importers.import_amazon_unisrec,
@@ -556,6 +574,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "apps":
         from bench import apps_bench
         return apps_bench.run_from_args(args)
+    if args.bench_command == "audiences":
+        from bench import audience_bench
+        return audience_bench.run_from_args(args)
     from bench import serve_bench
     return serve_bench.run_from_args(args)
 

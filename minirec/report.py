@@ -60,6 +60,10 @@ def render(doc: dict[str, Any]) -> str:
     for key in ("zero_result_queries", "fallback_queries"):
         if search[key]:
             lines.append(f"{key.replace('_', ' ')}: " + ", ".join(f"{q['query']} ({q['count']})" for q in search[key]))
+    if doc.get("campaigns"):
+        lines += ["", "campaigns (platform placements of lookalike audiences)"] + [
+            f"  {c['campaign']}  impressions {c['impressions']:>6}  clicks {c['clicks']:>5}  users {c['users']:>5}  "
+            f"buyers {c['buyers']:>4}  purchases {c['purchases']:>4}  gmv {c['gmv']:.2f}" for c in doc["campaigns"]]
     return "\n".join(lines)
 
 
