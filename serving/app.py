@@ -40,6 +40,7 @@ from serving.ratelimit import SYNC_S
 from serving.registry import ModelRegistry
 from serving.routes import admin, admin_apps, analytics, events, health, items, pages, profiles, recommend, search
 from serving.routes import insight
+from serving.routes import audiences
 from serving.server_config import ServerConfig, server_config_from_env
 from vocab.tokenizer import Tokenizer
 
@@ -197,6 +198,7 @@ def create_app(config: ServerConfig | str | Path | None = None) -> FastAPI:
     for module in (recommend, search, events, profiles, items, analytics, admin, admin_apps, health, pages):
         app.include_router(module.router)
     app.include_router(insight.router)  # GET insight (docs/insight.md)
+    app.include_router(audiences.router)  # lookalike audiences and placements (docs/audiences.md)
 
     app.add_middleware(OverloadGuard, owner=app)  # innermost of the three: after the rate limit
     app.add_middleware(RequestGuard, owner=app)
