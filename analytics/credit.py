@@ -4,6 +4,8 @@ The log (`features/eventlog.py`) is read as written: JSON lines, one file per UT
 torn lines skipped, the first of each event_id kept (as the export does). The request_id names the
 scene, the search outcome and the variant (`vocab/experiments.py`); an outcome event without one
 gets the latest earlier touch of the same user on the same item within the credit window (last touch).
+Traffic judged not human (docs/risk.md) is left out: events logged with a `flag`, and every event of a
+user flagged "user:…" in the period read; table `risk_filtered` says how many, by reason.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from vocab.experiments import REQUEST_SCENES
 OUTCOMES = ("click", "favorite", "cart", "purchase")
 DEFAULT_WINDOW_HOURS = 24.0
 _COLUMNS = ("{event_id: 'VARCHAR', user_id: 'VARCHAR', type: 'VARCHAR', ts: 'DOUBLE', item_id: 'VARCHAR', "
-            "query: 'VARCHAR', request_id: 'VARCHAR', amount: 'DOUBLE', source: 'VARCHAR', received: 'DOUBLE'}")
+            "query: 'VARCHAR', request_id: 'VARCHAR', amount: 'DOUBLE', source: 'VARCHAR', received: 'DOUBLE', flag: 'VARCHAR'}")
 
 
 def log_files(log_dir: Path, app: str, start: float, end: float, window_hours: float) -> list[Path]:
@@ -56,7 +58,7 @@ def credited_events(files: list[Path], start: float, end: float,
     else:
         source = ("(SELECT NULL::VARCHAR event_id, NULL::VARCHAR user_id, NULL::VARCHAR type, NULL::DOUBLE ts, "
                   "NULL::VARCHAR item_id, NULL::VARCHAR query, NULL::VARCHAR request_id, NULL::DOUBLE amount, "
-                  "NULL::VARCHAR source, NULL::DOUBLE received WHERE false)")
+                  "NULL::VARCHAR source, NULL::DOUBLE received, NULL::VARCHAR flag WHERE false)")
     window_s = window_hours * 3600.0
     con.execute(f"""
         CREATE TABLE raw AS
@@ -64,6 +66,20 @@ def credited_events(files: list[Path], start: float, end: float,
         WHERE event_id IS NOT NULL AND type IS NOT NULL AND ts IS NOT NULL AND user_id IS NOT NULL
           AND ts >= {start - window_s} AND ts < {end}
         QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY received NULLS LAST) = 1
+    """)
+    # not human: the user's own flag reason covers their unflagged (earlier) events too
+    con.execute(f"""
+        CREATE TABLE risk_filtered AS
+        WITH bots AS (
+            SELECT user_id, min(flag) AS user_flag FROM raw WHERE flag LIKE 'user:%' GROUP BY user_id
+        )
+        SELECT r.user_id, r.type, coalesce(r.flag, b.user_flag) AS reason
+        FROM raw r LEFT JOIN bots b USING (user_id)
+        WHERE (r.flag IS NOT NULL OR b.user_id IS NOT NULL) AND r.ts >= {start}
+    """)
+    con.execute("""
+        DELETE FROM raw WHERE flag IS NOT NULL
+           OR user_id IN (SELECT user_id FROM raw WHERE flag LIKE 'user:%')
     """)
     con.execute(f"""
         CREATE TABLE tagged AS

@@ -14,6 +14,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
+from analytics.campaigns import campaign_doc
 from analytics.credit import DEFAULT_WINDOW_HOURS, credited_events, log_files
 from analytics.stats import Estimate, lift_dict, ratio
 from features.eventstream import is_stream_url, iter_stream_events
@@ -121,6 +122,19 @@ def _search_doc(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
             "zero_result_queries": queries("outcome = 'empty'"), "fallback_queries": queries("outcome = 'fallback'")}
 
 
+def _risk_doc(con: duckdb.DuckDBPyConnection, kept: int) -> dict[str, Any]:
+    """Traffic left out as not human (docs/risk.md): events and users by reason ("user:rate", …),
+    and the share of all events of the period that it was."""
+    rows = con.execute("""
+        SELECT reason, count(*) AS events, count(DISTINCT user_id) AS users
+        FROM risk_filtered GROUP BY reason ORDER BY events DESC, reason""").fetchall()
+    filtered = sum(int(n) for _, n, _ in rows)
+    users = con.execute("SELECT count(DISTINCT user_id) FROM risk_filtered").fetchone()
+    return {"filtered_events": filtered, "filtered_users": int(users[0]) if users else 0,
+            "filtered_share": round(filtered / (filtered + kept), 6) if filtered + kept else 0.0,
+            "by_reason": [{"reason": r, "events": int(n), "users": int(u)} for r, n, u in rows]}
+
+
 def _timeseries(con: duckdb.DuckDBPyConnection, start: float, end: float) -> list[dict[str, Any]]:
     step = 3600.0 if end - start <= 3 * 86400 else 86400.0
     rows = con.execute(f"""
@@ -189,6 +203,8 @@ def build_report(log_dir: str | Path, app: str, start: float | None = None, end:
             "experiments": [_experiment_doc(e, cells) for e in configured],
             "search": _search_doc(con),
             "timeseries": _timeseries(con, start, end),
+            "campaigns": campaign_doc(con, window_hours),  # placements of lookalike audiences
+            "risk": _risk_doc(con, int(sum(by_type.values()))),
         }
     finally:
         con.close()

@@ -20,6 +20,7 @@ import redis.exceptions as rex
 
 from features import keys
 from features.decay import DROP_BELOW, INCREMENT_SCRIPT, MAX_SKEW_S, REBASE_EXPONENT, decayed
+from features.risk import SUBTRACT_SCRIPT, RiskScorer, RiskSettings, ledger, ledger_increment
 from recsys.schema import ITEMS
 from recsys.user_state import UserState
 from vocab.queries import MAX_QUERY_CHARS, RECENT_MAX, normalize_query
@@ -76,6 +77,9 @@ class EventRecord:
     source: str | None = None
     #: Purchases: the amount paid (for the analytics' GMV).
     amount: float | None = None
+    #: Set by risk scoring (features/risk.py) when the user or source is judged not human, e.g.
+    #: "user:rate": the event is logged with it but kept out of shared counters, exports, analytics.
+    flag: str | None = None
 
     @property
     def is_query_impression(self) -> bool:
@@ -173,6 +177,16 @@ def _decode_item(raw: Mapping[str, str]) -> dict[str, Any]:
 
 
 @dataclass
+class RiskVerdict:
+    """What `FeatureStore.score` found for a batch: flags newly raised (kind, name, reason, value) and
+    the ledger anchor of each user (None: no ledger yet)."""
+
+    raised: list[tuple[str, str, str, float]] = field(default_factory=list)
+    anchors: dict[str, float | None] = field(default_factory=dict)
+    settings: RiskSettings | None = None
+
+
+@dataclass
 class _UserWrites:
     """One user's share of a batch, folded in time order so that each key gets one or two commands."""
 
@@ -246,12 +260,32 @@ class FeatureStore:
 
     # --- events ------------------------------------------------------------------------------
 
-    def record(self, events: Sequence[EventRecord]) -> list[bool]:
-        """Claim and apply a batch of events; per event True if newly applied, False if its event_id
-        was seen (`claim`, then `apply` of the claimed ones)."""
+    def record(self, events: Sequence[EventRecord], risk: RiskSettings | None = None, ip: str = "unknown",
+               key: str = "") -> list[bool]:
+        """Claim, score and apply a batch of events; per event True if newly applied, False if its
+        event_id was seen (`claim`, then `score` and `apply` of the claimed ones). With `risk`, events
+        of users or sources judged not human get their `flag` (features/risk.py)."""
         claimed = self.claim(events)
-        self.apply([ev for ev, new in zip(events, claimed) if new])
+        fresh = [ev for ev, new in zip(events, claimed) if new]
+        self.apply(fresh, self.score(fresh, risk, ip, key) if risk is not None else None)
         return claimed
+
+    def score(self, events: Sequence[EventRecord], risk: RiskSettings, ip: str, key: str,
+              stamped_at: float | None = None) -> RiskVerdict:
+        """Risk-score claimed events (one round trip, between `claim` and logging, so that the log
+        holds each event's `flag`); pass the verdict to `apply`. `stamped_at`: the ts the server gave
+        events sent without one."""
+        verdict = RiskVerdict(settings=risk)
+        if not risk.enabled or not events:
+            return verdict
+        users = sorted({ev.user_id for ev in events if ev.user_id})
+        with _guard("score"):
+            verdict.raised = RiskScorer(self.app, risk).score(
+                self._r, events, self._clock(), ip, key,
+                extra_reads=[("hget", ledger(self.app, u), "a") for u in users], extra_out=(out := []),
+                stamped_at=stamped_at)
+        verdict.anchors = {u: (float(a) if a else None) for u, a in zip(users, out)}
+        return verdict
 
     def claim(self, events: Sequence[EventRecord]) -> list[bool]:
         """Claim each event's id for this request (one round trip); per event True if it is new.
@@ -305,38 +339,73 @@ class FeatureStore:
                     pipe.delete(keys.event_seen(self.app, ev.event_id))
                 pipe.execute()
 
-    def apply(self, events: Sequence[EventRecord]) -> None:
+    def apply(self, events: Sequence[EventRecord], verdict: RiskVerdict | None = None) -> None:
         """Apply claimed events to the real-time features and mark their claims done, in one round
-        trip. If Redis dies before, those events stay claimed but unapplied: real-time features are
-        at most once, the event log is the durable record."""
+        trip (two when `verdict` raised a user flag: that user's ledger is read to subtract it). If
+        Redis dies before, those events stay claimed but unapplied: real-time features are at most
+        once, the event log is the durable record."""
         if events:
             with _guard("record"):
-                self._apply(list(events))
+                self._apply(list(events), verdict)
 
-    def _apply(self, fresh: list[EventRecord]) -> None:
+    def _apply(self, fresh: list[EventRecord], verdict: RiskVerdict | None = None) -> None:
         app, now = self.app, self._clock()
         users: dict[str, _UserWrites] = {}
         counts: list[Any] = []  # quadruples for the decay script: (set index, member, weight, ts)
+        # what each unflagged user adds to the shared counters, kept to be subtracted if flagged later
+        ledgers: dict[str, dict[str, float]] = {}
+        anchors = verdict.anchors if verdict is not None else {}
         for ev in sorted(fresh, key=lambda e: e.ts):  # time order within the batch
             category = ev.category
-            weight = self.weights.get(ev.type, 0.0) * ev.value
+            # flagged traffic never reaches the shared counters (popularity, hot searches)
+            weight = 0.0 if ev.flag else self.weights.get(ev.type, 0.0) * ev.value
             ts = min(float(ev.ts), now + MAX_SKEW_S)  # a clock far ahead must not dominate the counters
             if ev.is_query_impression:
                 continue  # for the analytics only: no real-time feature reads it
+            added: list[tuple[int, str]] = []
             if ev.type == "search":
                 query = normalize_query(ev.query or "")
                 if ev.user_id:
                     users.setdefault(ev.user_id, _UserWrites()).queries.append(query)
                 if weight > 0:
                     counts += [4, query, weight, ts]
-                continue
-            item = ev.item_id or ""
-            users.setdefault(ev.user_id, _UserWrites()).add(item, ev.type, ev.ts)
-            if weight > 0:
-                counts += [2, item, weight, ts]
-                if category:
-                    counts += [3, category, weight, ts]
+                    added.append((4, query))
+            else:
+                item = ev.item_id or ""
+                users.setdefault(ev.user_id, _UserWrites()).add(item, ev.type, ev.ts)
+                if weight > 0:
+                    counts += [2, item, weight, ts]
+                    added.append((2, item))
+                    if category:
+                        counts += [3, category, weight, ts]
+                        added.append((3, category))
+            if added and ev.user_id and ev.user_id in anchors:
+                anchor = anchors[ev.user_id]
+                if anchor is None:
+                    anchor = anchors[ev.user_id] = ts
+                    ledgers.setdefault(ev.user_id, {})["a"] = anchor
+                entry = ledgers.setdefault(ev.user_id, {})
+                for index, member in added:
+                    field_name = f"{index}{keys.FIELD_SEP}{member}"
+                    entry[field_name] = entry.get(field_name, 0.0) + ledger_increment(weight, ts, anchor,
+                                                                                      self.half_life_s)
+        subtract = self._flag_subtractions(verdict)
         pipe = self._pipe()
+        if verdict is not None and verdict.raised and verdict.settings is not None:
+            RiskScorer(app, verdict.settings).write_flags(pipe, verdict.raised, now)
+        ledger_ttl = max(1, int((verdict.settings.ledger_hours if verdict and verdict.settings else 6.0) * 3600))
+        for user, entry in ledgers.items():
+            key = ledger(app, user)
+            if "a" in entry:
+                pipe.hsetnx(key, "a", repr(entry.pop("a")))
+            for name, value in entry.items():
+                pipe.hincrbyfloat(key, name, value)
+            pipe.expire(key, ledger_ttl)
+        for user, args in subtract.items():
+            if args:
+                pipe.execute_command("EVAL", SUBTRACT_SCRIPT, 4, keys.pop_t0(app), keys.pop_items(app),
+                                     keys.pop_categories(app), keys.pop_queries(app), self.half_life_s, *args)
+            pipe.delete(ledger(app, user))
         for ev in fresh:
             pipe.set(keys.event_seen(app, ev.event_id), "done", xx=True, keepttl=True)
         for user, writes in users.items():
@@ -348,6 +417,27 @@ class FeatureStore:
                                  keys.pop_categories(app), keys.pop_queries(app), now, self.half_life_s,
                                  REBASE_EXPONENT, DROP_BELOW, self.popularity_max, *counts)
         pipe.execute()
+
+    def _flag_subtractions(self, verdict: RiskVerdict | None) -> dict[str, list[Any]]:
+        """Per newly flagged user, the subtraction script's arguments undoing what their ledger says
+        they added to the shared counters (one read round trip, only when a user flag was raised)."""
+        flagged = [name for kind, name, _, _ in (verdict.raised if verdict else []) if kind == "u"]
+        if not flagged:
+            return {}
+        pipe = self._pipe()
+        for user in flagged:
+            pipe.hgetall(ledger(self.app, user))
+        out: dict[str, list[Any]] = {}
+        for user, entries in zip(flagged, pipe.execute()):
+            anchor = entries.pop("a", None)
+            args: list[Any] = []
+            if anchor is not None:
+                for name, value in entries.items():
+                    index, _, member = name.partition(keys.FIELD_SEP)
+                    if index in ("2", "3", "4") and float(value) > 0:
+                        args += [int(index), member, value, anchor]
+            out[user] = args
+        return out
 
     def _write_user(self, pipe: Any, user: str, w: "_UserWrites", now: float) -> None:
         """A user's writes of one batch, a few commands per key (then trims and TTLs)."""

@@ -37,6 +37,8 @@ class ExportResult:
     malformed: int  # events missing a field the contract needs, or of an unknown type
     unknown_items: int  # with a base folder: events for items not in its items table (left out)
     torn_lines: int
+    #: events left out as not human: flagged, or of a user flagged at some point (docs/risk.md)
+    flagged: int = 0
 
 
 def _valid_number(value: Any) -> bool:
@@ -47,12 +49,15 @@ def _valid_ts(value: Any) -> bool:
     return _valid_number(value) and value <= _LATEST_TS
 
 
-def _rows(events: Iterator[dict[str, Any]], since: float | None) -> tuple[list[dict], list[dict], int, int]:
-    """Split logged events into interaction and query rows; drop repeated event_ids and malformed events."""
+def _rows(events: Iterator[dict[str, Any]], since: float | None) -> tuple[list[dict], list[dict], int, int, int]:
+    """Split logged events into interaction and query rows; drop repeated event_ids, malformed
+    events and the traffic risk control judged not human: every flagged event, and every event of a
+    user whose events were flagged "user:…" at some point (also those logged before the flag)."""
     seen: set[str] = set()
     interactions: list[dict] = []
     queries: list[dict] = []
-    duplicates = malformed = 0
+    duplicates = malformed = flagged = 0
+    bots: set[str] = set()
     for ev in events:
         event_id = ev.get("event_id")
         if isinstance(event_id, str) and event_id:
@@ -65,6 +70,12 @@ def _rows(events: Iterator[dict[str, Any]], since: float | None) -> tuple[list[d
             malformed += 1
             continue
         if since is not None and ts < since:
+            continue
+        flag = ev.get("flag")
+        if flag:
+            flagged += 1
+            if isinstance(flag, str) and flag.startswith("user:"):
+                bots.add(user)
             continue
         if kind == "search":
             query = ev.get("query")
@@ -83,7 +94,12 @@ def _rows(events: Iterator[dict[str, Any]], since: float | None) -> tuple[list[d
             interactions.append({"user_id": user, "item_id": item, "event": kind, "ts": int(ts), "value": float(value)})
         else:
             malformed += 1
-    return interactions, queries, duplicates, malformed
+    if bots:
+        kept_inter = [row for row in interactions if row["user_id"] not in bots]
+        kept_queries = [row for row in queries if row["user_id"] not in bots]
+        flagged += len(interactions) - len(kept_inter) + len(queries) - len(kept_queries)
+        interactions, queries = kept_inter, kept_queries
+    return interactions, queries, duplicates, malformed, flagged
 
 
 def _frame(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:
@@ -113,6 +129,7 @@ def export_events(
 
     Item events become `interactions` (user_id, item_id, event, ts, value) and searches become
     `queries` (user_id, query, ts, clicked_item_id=''); a repeated event_id is exported once.
+    Traffic judged not human is left out (`flagged` counts it; docs/risk.md).
 
     Without `base`, `out_dir` receives only `interactions.parquet` (and `queries.parquet` when
     there were searches): add the items table, or merge the rows into your folder, to train on it.
@@ -137,7 +154,7 @@ def export_events(
         source = iter_stream_events(str(log_dir), app, stream)
     else:
         source = iter_events(log_dir, app, since, stats)
-    inter_rows, query_rows, duplicates, malformed = _rows(source, since)
+    inter_rows, query_rows, duplicates, malformed, flagged = _rows(source, since)
     interactions = _frame(inter_rows, _INTERACTION_COLUMNS)
     queries = _frame(query_rows, _QUERY_COLUMNS)
     exported_inter, exported_queries, unknown = len(interactions), len(queries), 0
@@ -162,4 +179,4 @@ def export_events(
         if len(queries):
             writer.write("queries", queries.astype(_QUERY_COLUMNS))
     return ExportResult(Path(out_dir), exported_inter, exported_queries, duplicates, malformed, unknown,
-                        stats.torn_lines)
+                        stats.torn_lines, flagged)

@@ -9,6 +9,7 @@ minirec.toml holds every table the server reads:
     [apps.<id>.experiments.<name>]   A/B experiments (vocab/experiments.py)
     [apps.<id>.features]      real-time feature TTLs, list sizes and popularity weights (features/store.py)
     [apps.<id>.search]        search settings (as search.toml; when given, they replace the file's)
+    [apps.<id>.risk]          risk-control thresholds (features/risk.py, docs/risk.md)
     [privacy]                 k-anonymity of the insight aggregates (analytics/insight.py)
 
 Apps created through the admin API (serving/app_store.py) keep the same tables, minus the key and
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from features.risk import RiskSettings
 from features.store import DEFAULT_WEIGHTS, EVENT_TYPES
 from recsys.bundle import check_app_name
 from recsys.rules import DEFAULTS, SCENES, SceneRules
@@ -174,6 +176,8 @@ class AppConfig:
     features: FeatureSettings = field(default_factory=FeatureSettings)
     #: Search settings of the app table; None: the app's search.toml (or the defaults).
     search: SearchSettings | None = None
+    #: Risk-control thresholds (`[apps.<id>.risk]`; docs/risk.md).
+    risk: RiskSettings = field(default_factory=RiskSettings)
     #: The key replaced by the last rotation, valid until `previous_key_until` (epoch seconds).
     previous_key_sha256: str | None = None
     previous_key_until: float | None = None
@@ -250,7 +254,7 @@ _SERVER_KEYS = ("artifacts", "state_dir", "redis_url", "reload_interval_seconds"
                 "max_resident_mb", "preload_apps")
 #: The tables an app created through the admin API may set: those of `[apps.<id>]` but its key
 #: (the API makes and rotates it) and seed data (a path on the server).
-API_APP_KEYS = ("rate_limit_per_second", "scenes", "experiments", "features", "search")
+API_APP_KEYS = ("rate_limit_per_second", "scenes", "experiments", "features", "search", "risk")
 _APP_KEYS = ("api_key_sha256", "seed_data", *API_APP_KEYS)
 _DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 
@@ -339,6 +343,7 @@ def _app_settings(app_id: str, table: Table, key_sha256: str, **extra: Any) -> A
         experiments=parse_experiments(table.table("experiments", None)),
         features=_features(table.table("features", [f.name for f in dataclasses.fields(FeatureSettings)])),
         search=parse_search_settings(search.raw, search.file, search.name) if "search" in table else None,
+        risk=parse_risk(table.table("risk", [f.name for f in dataclasses.fields(RiskSettings)])),
         **extra,
     )
 
@@ -371,6 +376,22 @@ def _overload(table: Table) -> OverloadSettings:
         degrade_in_flight=table.integer("degrade_in_flight", defaults.degrade_in_flight),
         shed_in_flight=table.integer("shed_in_flight", defaults.shed_in_flight),
         retry_after_s=table.integer("retry_after_seconds", defaults.retry_after_s, low=1))
+
+
+def parse_risk(table: Table) -> RiskSettings:
+    """`[apps.<id>.risk]` over the defaults of features/risk.py: thresholds are whole numbers >= 0
+    (0 turns that signal off), durations numbers > 0; unknown keys are refused."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(RiskSettings):
+        if f.name not in table:
+            continue
+        if f.type in (bool, "bool"):
+            values[f.name] = table.boolean(f.name, f.default)
+        elif f.type in (int, "int"):
+            values[f.name] = table.integer(f.name, f.default, what="a whole number >= 0 (0 = off)")
+        else:
+            values[f.name] = table.number(f.name, f.default, 0.0, above=True)
+    return RiskSettings(**values)
 
 
 def _features(table: Table) -> FeatureSettings:

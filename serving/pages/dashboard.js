@@ -108,7 +108,7 @@ function errorBox(err) {
 
 function showAnalyticsError(err) {
   fill("overview");
-  for (const id of ["experiments", "timeseries", "scenes", "search-sources", "top-queries", "zero-queries", "fallback-queries"]) {
+  for (const id of ["experiments", "timeseries", "scenes", "search-sources", "top-queries", "zero-queries", "fallback-queries", "risk"]) {
     fill(id, errorBox(err));
   }
 }
@@ -123,6 +123,19 @@ function renderAnalytics(a) {
   fill("top-queries", queryTable(search.top_queries));
   fill("zero-queries", queryTable(search.zero_result_queries));
   fill("fallback-queries", queryTable(search.fallback_queries));
+  fill("risk", renderRisk(a.risk));
+}
+
+// Risk control (docs/risk.md): how much traffic was judged not human, and why.
+function renderRisk(risk) {
+  if (!risk || !risk.filtered_events) return el("p", { class: "muted" }, "nothing filtered in this period");
+  const summary = el("p", {}, `${fmt.num(risk.filtered_events)} events (${fmt.pct(risk.filtered_share, 2)}) from ` +
+    `${fmt.num(risk.filtered_users)} user ids left out.`);
+  const rows = (risk.by_reason || []).map((r) => el("tr", {},
+    el("td", {}, r.reason), el("td", { class: "num" }, fmt.num(r.events)), el("td", { class: "num" }, fmt.num(r.users))));
+  return el("div", {}, summary, el("table", { class: "queries" },
+    el("thead", {}, el("tr", {}, el("th", {}, "reason"), el("th", {}, "events"), el("th", {}, "users"))),
+    el("tbody", {}, rows)));
 }
 
 function renderOverview(a) {

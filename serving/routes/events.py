@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
+from features.risk import RiskSettings, client_ip, key_tag
 from features.store import EventRecord
 from serving.deps import AppId, Context
 from serving.errors import ApiError
@@ -24,13 +25,15 @@ def _reason(exc: ValidationError) -> str:
 @router.post("/events", response_model=EventsOut, summary="Record a batch of events (idempotent by event_id)",
              responses={422: {"model": ErrorOut, "description": "every event of the batch was rejected"},
                         503: {"model": ErrorOut, "description": "the event log could not be written: retry"}})
-def post_events(ctx: Context, app_id: AppId, body: EventsIn) -> EventsOut:
+def post_events(ctx: Context, app_id: AppId, body: EventsIn, request: Request) -> EventsOut:
     """Valid events are kept even when others in the batch are rejected; the response lists each
     rejected event with its index and reason. Each new event id is claimed in Redis, the new events
     are appended to the durable event log (fsync'd before this returns) and then applied to Redis,
     so a retried batch is logged once. If Redis is unreachable every valid event is logged
     (`degraded: true`; the export keeps the first of each event id) and reaches the models with the
-    next training. If the log cannot be written, nothing is acknowledged: 503, retry."""
+    next training. If the log cannot be written, nothing is acknowledged: 503, retry. Fresh events
+    are risk-scored before logging (docs/risk.md): those of a user or source judged not human are
+    logged with a `flag` and kept out of shared counters, training exports and analytics."""
     now = time.time()
     loaded = ctx.registry.get(app_id)
     records: list[EventRecord] = []
@@ -59,8 +62,18 @@ def post_events(ctx: Context, app_id: AppId, body: EventsIn) -> EventsOut:
     store = ctx.stores[app_id]
     claimed, degraded = ctx.gate.try_run(lambda: store.claim(records))
     fresh = records if claimed is None else [r for r, new in zip(records, claimed) if new]
+    verdict = None
+    if claimed is not None and fresh:
+        app = ctx.config.apps.get(app_id)
+        risk = app.risk if app is not None else RiskSettings()
+        ip = client_ip(request.client.host if request.client else None,
+                       request.headers.get("x-forwarded-for"), risk.trusted_proxies)
+        key = key_tag(request.headers.get("x-api-key"))
+        verdict, degraded = ctx.gate.try_run(lambda: store.score(fresh, risk, ip, key, stamped_at=now))
     try:
-        ctx.eventlog.append(app_id, [{**vars(r), "received": now} for r in fresh])
+        # `flag` only when set: the log's records stay as they were for unflagged events
+        ctx.eventlog.append(app_id, [{**{k: v for k, v in vars(r).items() if k != "flag" or v},
+                                      "received": now} for r in fresh])
     except OSError as exc:
         log.error("app %s: event log not written (%s); %d events refused", app_id, exc, len(fresh))
         if claimed is not None:
@@ -68,7 +81,8 @@ def post_events(ctx: Context, app_id: AppId, body: EventsIn) -> EventsOut:
         raise ApiError(503, "unavailable", "the event log cannot be written right now; nothing was recorded, "
                                            "retry the batch") from exc
     if claimed is not None and fresh:
-        _, degraded = ctx.gate.try_run(lambda: store.apply(fresh))
+        _, apply_degraded = ctx.gate.try_run(lambda: store.apply(fresh, verdict))
+        degraded = degraded or apply_degraded
     accepted = len(fresh)
     duplicates = len(records) - accepted
     metrics = ctx.metrics.events
