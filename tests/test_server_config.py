@@ -79,7 +79,7 @@ weights = { click = 3 }
     ("", "\n[apps.demo.features.weights]\nbuy = 3\n", "[apps.demo.features.weights] unknown key 'buy'; known: cart,"),
     ("", "\n[apps.demo.experiments.e]\nscene = \"home\"\nsplit = 1\n",
      "[apps.demo.experiments.e] unknown key 'split'; known: control, holdout, scene, variants"),
-    ("", "\n[metrics]\nport = 9\n", "unknown key 'metrics'; known: apps, server"),
+    ("", "\n[metrics]\nport = 9\n", "unknown key 'metrics'; known: apps, privacy, server"),
 ])
 def test_unknown_keys_are_refused_naming_the_file_and_the_table(tmp_path, server, extra, message):
     path = config_file(tmp_path, extra, server)
