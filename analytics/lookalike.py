@@ -18,7 +18,8 @@ key), and copes with a seed of tens of users through its regularisation where a 
 30 would mostly return the seed's nearest noise. A quarter of the seed is held out: the lift is how
 much more of it lands in the top-N of (eligible users + held-out seed) than a random N would hold.
 
-Only aggregates leave this module for the merchant: `summary()` holds counts of at least `k_min`.
+Only aggregates leave this module for the merchant: `summary()` holds counts through the disclosure
+rule of every count shown (`analytics/disclosure.py`, `[privacy]` in minirec.toml).
 """
 
 from __future__ import annotations
@@ -33,14 +34,13 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
+from analytics.disclosure import Suppressor
 from recsys.matrix import IdMap
 from recsys.profiles import profile_key_table
 from recsys.schema import LIST_SEP
 
 #: The consent scope a user must have granted to be put in any audience.
 MARKETING = "marketing"
-#: Default k of k-anonymity: a count of fewer users is never shown.
-K_MIN = 50
 #: Share of the seed held out to measure the lift.
 HOLDOUT_SHARE = 0.25
 #: Fewest seed users (with platform data) an audience is built from.
@@ -176,21 +176,10 @@ def _rng_for(key: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
 
 
-def suppress(counts: Mapping[str, int], k_min: int) -> dict[str, int | None]:
-    """Counts under `k_min` become None (suppressed). If exactly one non-zero cell would be hidden,
-    the smallest shown cell is hidden too, so no hidden count follows from a total by subtraction."""
-    out: dict[str, int | None] = {k: (v if v >= k_min else None) for k, v in counts.items() if v > 0}
-    hidden = [k for k, v in out.items() if v is None]
-    shown = sorted((v, k) for k, v in out.items() if v is not None)
-    if len(hidden) == 1 and shown:
-        out[shown[0][1]] = None
-    return out
-
-
-def audience_insight(users: PlatformUsers, rows: np.ndarray, k_min: int = K_MIN) -> dict[str, object]:
+def audience_insight(users: PlatformUsers, rows: np.ndarray, rule: Suppressor) -> dict[str, object]:
     """Aggregates of the audience rows: per platform field the members by value (only members whose
     consent covers the field are counted), and the members who engaged with each top category on
-    the platform; every count under `k_min` suppressed (None)."""
+    the platform; counted through the disclosure rule of every count shown (`analytics/disclosure.py`)."""
     chosen = np.zeros(len(users.ids), dtype=bool)
     chosen[rows] = True
     keys = users.keys[chosen[users.keys["row"].to_numpy()]]
@@ -199,21 +188,24 @@ def audience_insight(users: PlatformUsers, rows: np.ndarray, k_min: int = K_MIN)
         prefix = f"p.{name}="
         mine = keys[keys["key"].str.startswith(prefix)]
         counts = mine.groupby("key")["row"].nunique()
-        fields[name] = suppress({k.removeprefix(prefix): int(v) for k, v in counts.items()}, k_min)
+        fields[name] = rule.cells({k.removeprefix(prefix): int(v) for k, v in counts.items()}, partition=True)
     cats = users.categories[chosen[users.categories["row"].to_numpy()]]
-    engaged = suppress({str(k): int(v) for k, v in cats.groupby("category")["row"].nunique().items()}, k_min)
-    return {"k_min": k_min, "platform_fields": fields, "engaged_categories": engaged,
-            "note": f"counts of fewer than {k_min} users are suppressed (null); a field counts only the members "
+    engaged = rule.cells({str(k): int(v) for k, v in cats.groupby("category")["row"].nunique().items()},
+                         partition=False)  # a member may engage with several categories
+    return {"k_min": rule.k_min, "round_to": rule.round_to, "platform_fields": fields, "engaged_categories": engaged,
+            "note": f"counts of fewer than {rule.k_min} users are suppressed (null), the others rounded to "
+                    f"{rule.round_to}; a field counts only the members "
                     "whose consent covers it"}
 
 
 def build_audience(users: PlatformUsers, app_id: str, seed_ids: Sequence[str], size: int, *,
-                   key: str, exclude_app_users: bool = True, k_min: int = K_MIN,
+                   key: str, exclude_app_users: bool = True, rule: Suppressor = Suppressor(),
                    negatives_per_seed: int = 5, min_negatives: int = 2000) -> Audience:
     """Score every platform user who granted `marketing` by similarity to the seed and keep the
     best `size` (fewer when fewer are eligible). `seed_ids` count only where they are this app's
     users (events in the app) known to the platform; the seed itself, and with `exclude_app_users`
     every user of the app, stay out of the audience. `key` seeds the randomness (the audience id)."""
+    k_min = rule.k_min
     if size < k_min:
         raise AudienceError(f"size must be at least {k_min} (k-anonymity: smaller groups are never described)")
     n = len(users.ids)
@@ -256,7 +248,7 @@ def build_audience(users: PlatformUsers, app_id: str, seed_ids: Sequence[str], s
     strongest = np.argsort(-final.coef_.ravel())[:8]  # model keys, never user data
     described = {"kind": "logistic_regression", "features": len(names),
                  "top_signals": [names[i] for i in strongest]}
-    return Audience([users.ids.ids[i] for i in chosen], lift, audience_insight(users, chosen, k_min), described)
+    return Audience([users.ids.ids[i] for i in chosen], lift, audience_insight(users, chosen, rule), described)
 
 
 def most_active(users: PlatformUsers, candidates: np.ndarray, n: int) -> np.ndarray:

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from analytics.insight import (FREQUENT_ORDERS, NEW_DAYS, RECENT_DAYS, Filters, InsightCache, Suppressor,
+from analytics.disclosure import Suppressor
+from analytics.insight import (FREQUENT_ORDERS, NEW_DAYS, RECENT_DAYS, Filters, InsightCache,
                                build_user_table, insight_document)
 from offline_training.datafolder import DEFAULT_SCOPES
 from offline_training.synth import generate_mall

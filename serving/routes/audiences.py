@@ -13,7 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from analytics.lookalike import K_MIN, AudienceError, build_audience
+from analytics.disclosure import Suppressor
+from analytics.lookalike import AudienceError, build_audience
 from analytics.platform_data import platform_users
 from features.audiences import MAX_TTL_S, AudienceStore
 from features.store import StoreError, StoreUnavailable
@@ -35,7 +36,7 @@ class AudienceIn(BaseModel):
     user_ids: list[UserText] | None = Field(default=None, max_length=100_000,
                                             description="Seed: ids of this app's users (e.g. best customers)")
     segment: str | None = Field(default=None, max_length=64, description="Seed: an insight segment (not yet)")
-    size: int = Field(ge=K_MIN, le=1_000_000, description=f"Audience size wanted (>= {K_MIN})")
+    size: int = Field(ge=1, le=1_000_000, description="Audience size wanted (at least `[privacy] k_min`, 50 by default)")
     ttl_days: float = Field(default=30.0, gt=0, le=MAX_TTL_S / 86400, description="Days the audience lives")
     exclude_app_users: bool = Field(default=True, description="Leave the app's current users out (prospects only)")
 
@@ -64,8 +65,10 @@ def create_audience(ctx: Context, app_id: AppId, body: AudienceIn) -> dict[str, 
     try:
         users = ctx.gate.run(lambda: platform_users(store, ctx.config.state_dir / "events", TrainConfig().scope_map(),
                                                     now))
+        privacy = ctx.config.privacy
         built = build_audience(users, app_id, body.user_ids, body.size, key=audience_id,
-                               exclude_app_users=body.exclude_app_users)
+                               exclude_app_users=body.exclude_app_users,
+                               rule=Suppressor(privacy.k_min, privacy.round_to))
         ttl = int(body.ttl_days * 86400)
         summary = {"audience_id": audience_id, "requested_size": body.size, "created_at": now,
                    "expires_at": now + ttl, **built.summary()}

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from analytics.insight import (InsightCache, InsightFilterError, Filters, Suppressor, UserTable, catalog_items,
+from analytics.disclosure import Suppressor
+from analytics.insight import (InsightCache, InsightFilterError, Filters, UserTable, catalog_items,
                                compute_user_table, log_version, logged_events)
 from features.store import StoreError
 from offline_training.datafolder import DEFAULT_SCOPES, DataError, load_data_folder
