@@ -428,11 +428,12 @@ class InsightCache:
         """The insight document for `filters`, from the cached table (built once per filter set)."""
         entry, _ = self.table(app, version, events_version, compute)
         key = (rule, filters)
-        doc = entry.docs.get(key)
-        if doc is None:
-            doc = insight_document(entry.table, rule, filters)
-            doc["computed_at"] = entry.computed_at
-            if len(entry.docs) >= self.max_docs:
-                entry.docs.pop(next(iter(entry.docs)))
-            entry.docs[key] = doc
+        with self._lock(app):  # requests of one app run in several threads: one changes `docs` at a time
+            doc = entry.docs.get(key)
+            if doc is None:
+                doc = insight_document(entry.table, rule, filters)
+                doc["computed_at"] = entry.computed_at
+                if len(entry.docs) >= self.max_docs:
+                    entry.docs.pop(next(iter(entry.docs)))
+                entry.docs[key] = doc
         return doc

@@ -51,7 +51,9 @@ def test_generated_requests_never_get_a_5xx_or_break_the_schema(tmp_path_factory
                 if isinstance(value, dict) and "recorder" in value:
                     requests += len(value["recorder"].get("interactions", {}))
         print(f"\nschemathesis: {requests} requests\n{summary}")
-        assert run.returncode == 0, summary
+        log = server.log_path.read_text(errors="replace")  # a 5xx's traceback, to find its cause
+        first = log.find("Traceback")
+        assert run.returncode == 0, summary + (f"\nserver log:\n{log[first:first + 6000]}" if first >= 0 else "")
         assert requests >= MIN_REQUESTS, summary
     finally:
         server.stop()
