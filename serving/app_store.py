@@ -36,6 +36,9 @@ __all__ = ["AppExists", "AppNotFound", "AppStore", "AppStoreError", "AuditEntry"
            "fingerprint", "open_app_store"]
 
 log = logging.getLogger("minirec.app_store")
+# Alembic logs each of its plugins and steps at INFO on every start; the store logs its schema
+# revision itself (and a migration that runs), so only Alembic's warnings reach the server log.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 SQLITE_FILE = "apps.sqlite"
 #: The longest overlap a rotation may give the previous key (7 days).
