@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -114,10 +115,15 @@ def _pending_since(value: str | None) -> float:
     """When a pending claim was made; +inf for a done (or unreadable) one, which is never taken over."""
     if value and value.startswith("pending:"):
         try:
-            return float(value.split(":", 1)[1])
+            return float(value.split(":")[1])
         except ValueError:
             return float("inf")
     return float("inf")
+
+
+#: What `claim_states` finds for each event: claimed by this request; done by an earlier one (a
+#: duplicate); claimed by another request that has not logged it yet (it may still fail or die).
+NEW, DONE, PENDING = "new", "done", "pending"
 
 
 def _recent_entries(raw: list[str]) -> list[tuple[str, str, float]]:
@@ -288,16 +294,22 @@ class FeatureStore:
         return verdict
 
     def claim(self, events: Sequence[EventRecord]) -> list[bool]:
-        """Claim each event's id for this request (one round trip); per event True if it is new.
+        """Claim each event's id for this request (one round trip); per event True if it is new."""
+        return [state == NEW for state in self.claim_states(events)]
+
+    def claim_states(self, events: Sequence[EventRecord]) -> list[str]:
+        """Claim each event's id for this request (one round trip); per event NEW, DONE or PENDING.
 
         A claim starts as pending and becomes done when `apply` ran: the server logs the claimed
         events durably between the two, so an event is logged once however often it is retried. A
         claim left pending for `PENDING_TAKEOVER_S` (the process died before logging it) is taken
         over by a retry, so a crash never loses an event (it may, rarely, log it twice: the export
-        keeps the first of each event_id). A duplicate inside the batch is caught too."""
+        keeps the first of each event_id); before that, a retry finds it PENDING, not a duplicate:
+        the event may not be logged yet. A duplicate inside the batch is caught too (DONE)."""
         if not events:
             return []
         now = self._clock()
+        mine = f"pending:{now:.3f}:{uuid.uuid4().hex[:12]}"  # tells this request's claims from others'
         ids = [keys.event_seen(self.app, ev.event_id) for ev in events]
         # the same round trip looks up the categories `apply` needs (the route fills them in for
         # items of the loaded bundle; new items are known only to Redis)
@@ -306,7 +318,7 @@ class FeatureStore:
         with _guard("claim"):
             pipe = self._pipe()
             for key in ids:
-                pipe.set(key, f"pending:{now:.3f}", nx=True, ex=self.dedupe_ttl_s)
+                pipe.set(key, mine, nx=True, ex=self.dedupe_ttl_s)
                 pipe.get(key)
             for i in lookups:
                 pipe.hget(keys.item(self.app, events[i].item_id or ""), "category")
@@ -321,14 +333,17 @@ class FeatureStore:
             with _guard("claim"):
                 pipe = self._pipe()
                 for i in stale:
-                    pipe.set(ids[i], f"pending:{now:.3f}", ex=self.dedupe_ttl_s)
+                    pipe.set(ids[i], mine, ex=self.dedupe_ttl_s)
                 pipe.execute()
             taken: set[str] = set()
             for i in stale:  # one claim per id, also when the batch repeats it
                 if ids[i] not in taken:
                     claimed[i] = True
                     taken.add(ids[i])
-        return claimed
+        ours = {key for key, new in zip(ids, claimed) if new}
+        values = replies[1:2 * len(ids):2]
+        return [NEW if new else PENDING if key not in ours and (value or "").startswith("pending:") and value != mine
+                else DONE for key, new, value in zip(ids, claimed, values)]
 
     def release(self, events: Sequence[EventRecord]) -> None:
         """Forget the claims of events that could not be logged, so that a retry is not a duplicate."""

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from bench.harness.server import ServerProcess
 from offline_training.export import export_events
+from features.store import PENDING_TAKEOVER_S
 from features.eventstream import JetStreamLog, delete_stream, iter_stream_events
 from tests.serving_fixtures import APP_KEY, build_app, server_config
 
@@ -117,7 +119,15 @@ def test_events_from_two_replicas_one_killed_midway_are_exactly_once_in_the_expo
                 retried += 1
                 status, body = b.request("POST", "/v1/apps/shop/events", batch, H, timeout=10)
             assert status == 200, body
-            assert body["accepted"] + body["duplicates"] == 5
+            done = body["accepted"] + body["duplicates"]
+            while body["rejected"]:  # claimed by the killed replica, maybe never logged: retried once taken over
+                assert all("being recorded by another request" in r["reason"] for r in body["rejected"]), body
+                time.sleep(PENDING_TAKEOVER_S + 0.5)
+                again = {"events": [batch["events"][r["index"]] for r in body["rejected"]]}
+                status, body = b.request("POST", "/v1/apps/shop/events", again, H, timeout=10)
+                assert status == 200, body
+                done += body["accepted"] + body["duplicates"]
+            assert done == 5
             sent += 5
     finally:
         for replica in replicas:
@@ -128,4 +138,7 @@ def test_events_from_two_replicas_one_killed_midway_are_exactly_once_in_the_expo
     assert sent == 1500 and retried >= 1
     assert len(stored) == 1500 and len({e["event_id"] for e in stored}) == 1500  # once in the stream
     assert result.duplicates == 0
-    assert len(rows) == 1500 and rows.drop_duplicates().shape[0] == 1500
+    # these synthetic clicks repeat (each user the same item, 300 times): risk control may judge a
+    # user not human and leave their events out of training; each event is still exported once or
+    # counted as left out, never both, never twice
+    assert len(rows) + result.flagged == 1500 and rows.drop_duplicates().shape[0] == len(rows)

@@ -427,3 +427,17 @@ def test_store_needs_a_decoding_client(redis_single: RedisHandle) -> None:
             FeatureStore(raw, "shop")
     finally:
         raw.close()
+
+
+def test_a_claim_held_by_another_request_is_pending_not_a_duplicate(store: FeatureStore, clock: Clock) -> None:
+    """An event another request claimed but has not logged yet may never be logged (that request
+    can die): a retry must not be told it is a duplicate until it is done, or taken over."""
+    from features.store import DONE, NEW, PENDING, PENDING_TAKEOVER_S
+    first = [ev("e1", "u1", "click", T0, "i1"), ev("e2", "u1", "click", T0, "i2")]
+    assert store.claim_states(first) == [NEW, NEW]
+    retry = [ev("e1", "u1", "click", T0, "i1"), ev("e2", "u1", "click", T0, "i2"), ev("e2", "u1", "click", T0, "i2")]
+    assert store.claim_states(retry) == [PENDING, PENDING, PENDING]
+    store.apply(first[:1])  # e1 logged and applied: done
+    assert store.claim_states(retry[:2]) == [DONE, PENDING]
+    clock.now += PENDING_TAKEOVER_S + 1  # e2's claimer died: a retry takes it over, once per batch
+    assert store.claim_states(retry) == [DONE, NEW, DONE]

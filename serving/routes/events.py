@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from features.risk import RiskSettings, client_ip, key_tag
-from features.store import EventRecord
+from features.store import NEW, PENDING, PENDING_TAKEOVER_S, EventRecord
 from serving.deps import AppId, Context
 from serving.errors import ApiError
 from serving.schemas import ErrorOut, EventIn, EventsIn, EventsOut, Rejected
@@ -37,6 +37,7 @@ def post_events(ctx: Context, app_id: AppId, body: EventsIn, request: Request) -
     now = time.time()
     loaded = ctx.registry.get(app_id)
     records: list[EventRecord] = []
+    positions: list[int] = []  # each record's index in the batch
     rejected: list[Rejected] = []
     for index, raw in enumerate(body.events):
         try:
@@ -52,6 +53,7 @@ def post_events(ctx: Context, app_id: AppId, body: EventsIn, request: Request) -
                                        ts=event.ts if event.ts is not None else now, item_id=event.item_id,
                                        query=event.query, request_id=event.request_id, category=category,
                                        value=event.value, source=source, amount=amount))
+            positions.append(index)
         except ValidationError as exc:
             rejected.append(Rejected(index=index, reason=_reason(exc)))
         except ValueError as exc:
@@ -60,8 +62,13 @@ def post_events(ctx: Context, app_id: AppId, body: EventsIn, request: Request) -
         raise ApiError(422, "invalid_request", "every event was rejected: " + "; ".join(
             f"[{r.index}] {r.reason}" for r in rejected[:10]) + (" …" if len(rejected) > 10 else ""))
     store = ctx.stores[app_id]
-    claimed, degraded = ctx.gate.try_run(lambda: store.claim(records))
-    fresh = records if claimed is None else [r for r, new in zip(records, claimed) if new]
+    claimed, degraded = ctx.gate.try_run(lambda: store.claim_states(records))
+    fresh = records if claimed is None else [r for r, state in zip(records, claimed) if state == NEW]
+    if claimed is not None:  # another request holds these and has not logged them yet: not duplicates
+        in_flight = [index for index, state in zip(positions, claimed) if state == PENDING]
+        rejected += [Rejected(index=index, reason=f"being recorded by another request; retry in "
+                                                  f"{PENDING_TAKEOVER_S:.0f} s") for index in in_flight]
+        rejected.sort(key=lambda r: r.index)
     verdict = None
     if claimed is not None and fresh:
         app = ctx.config.apps.get(app_id)
@@ -84,7 +91,7 @@ def post_events(ctx: Context, app_id: AppId, body: EventsIn, request: Request) -
         _, apply_degraded = ctx.gate.try_run(lambda: store.apply(fresh, verdict))
         degraded = degraded or apply_degraded
     accepted = len(fresh)
-    duplicates = len(records) - accepted
+    duplicates = len(records) - accepted - (sum(state == PENDING for state in claimed) if claimed is not None else 0)
     metrics = ctx.metrics.events
     metrics.labels(app=app_id, outcome="accepted").inc(accepted)
     metrics.labels(app=app_id, outcome="duplicate").inc(duplicates)
