@@ -77,21 +77,30 @@ class NewItems:
     vectors: np.ndarray | None = None
     biases: np.ndarray | None = None
     index: dict[str, int] = field(default_factory=dict)
+    #: Columns derived from `rows`, made once per snapshot (requests read them, never change them).
+    _derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def _once(self, key: str, make: Callable[[], Any]) -> Any:
+        found = self._derived.get(key)
+        if found is None:
+            found = self._derived[key] = make()
+        return found
+
     def column(self, name: str) -> list[str]:
-        return [str(r.get(name) or "") for r in self.rows]
+        return self._once(f"text:{name}", lambda: [str(r.get(name) or "") for r in self.rows])
 
     def visible(self) -> np.ndarray:
-        return np.array([as_bool(r["visible"]) for r in self.rows], dtype=bool)
+        """Read-only, like `stock` and `prices`."""
+        return self._once("visible", lambda: _frozen(np.array([as_bool(r["visible"]) for r in self.rows], dtype=bool)))
 
     def stock(self) -> np.ndarray:
-        return np.array([float(r["stock"] or 0) for r in self.rows], dtype=np.float64)
+        return self._once("stock", lambda: _frozen(np.array([float(r["stock"] or 0) for r in self.rows])))
 
     def prices(self) -> np.ndarray:
-        return np.array([float(r["price"] or 0) for r in self.rows], dtype=np.float64)
+        return self._once("prices", lambda: _frozen(np.array([float(r["price"] or 0) for r in self.rows])))
 
 
 @dataclass(frozen=True)
@@ -177,10 +186,10 @@ class CatalogState:
         trained &= self.audience_mask(merchant_profile)
         if not len(self.new):
             return trained
-        new = self.new.visible()
-        if in_stock:
-            new &= self.new.stock() > 0
-        new &= np.array([audience_allows(a, merchant_profile) for a in self.new.column("audience")], dtype=bool)
+        new = self.new.visible() & (self.new.stock() > 0) if in_stock else self.new.visible().copy()
+        audiences = self.new.column("audience")
+        if any(audiences):
+            new &= np.array([audience_allows(a, merchant_profile) for a in audiences], dtype=bool)
         return np.concatenate([trained, new])
 
     def audience_mask(self, merchant_profile: Mapping[str, str]) -> np.ndarray:
